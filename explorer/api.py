@@ -1,0 +1,297 @@
+"""The JSON API for scripts: the same engine calls as the pages, with an OpenAPI schema."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.http import FileResponse, Http404, HttpRequest
+from ninja import NinjaAPI, Query, Schema
+from ninja.errors import HttpError
+
+from . import captures
+from .access import capture_for
+from .engine import packets as engine_packets
+from .engine.errors import EngineError, NotACapture
+from .engine.sessions import engine
+from .models import Capture
+from .uploads import StagedFile
+
+api = NinjaAPI(
+    title="Capture Explorer API", version="1", urls_namespace="api", openapi_url="/schema/", docs_url="/docs"
+)
+
+
+class Error(Schema):
+    error: str
+
+
+class CaptureOut(Schema):
+    id: int
+    url: str
+    api_url: str
+    download_url: str
+    name: str
+    size: int
+    sha256: str
+    uploaded_at: datetime
+    format: str
+    encapsulation: str
+    link_types: list[str]
+    time_precision: str
+    packets: int
+    data_size: int
+    first_time: Decimal | None
+    last_time: Decimal | None
+    duration: Decimal | None
+    data_byte_rate: float | None
+    data_bit_rate: float | None
+    average_packet_size: float | None
+    average_packet_rate: float | None
+    comments: list[str]
+    interfaces: list[dict[str, str]]
+    warning: str
+    status: str
+
+
+class UploadResult(Schema):
+    captures: list[CaptureOut]
+    errors: list[dict[str, str]]
+    id: int | None
+    url: str | None
+
+
+class PacketOut(Schema):
+    number: int
+    time: str
+    source: str
+    destination: str
+    protocol: str
+    length: int
+    info: str
+    bg: str | None
+    fg: str | None
+
+
+class PacketPageOut(Schema):
+    total: int
+    displayed: int
+    offset: int
+    packets: list[PacketOut]
+
+
+class TreeNodeOut(Schema):
+    label: str
+    filter: str | None
+    start: int | None
+    length: int | None
+    source: int
+    severity: str | None
+    generated: bool
+    kind: str | None
+    children: list[TreeNodeOut]
+
+
+class DataSourceOut(Schema):
+    name: str
+    bytes: str  # base64
+
+
+class PacketDetailOut(Schema):
+    number: int
+    columns: list[str]
+    tree: list[TreeNodeOut]
+    sources: list[DataSourceOut]
+    bytes: str  # base64 of the frame, the first source
+    follow: list[list[str]]
+
+
+class PacketQuery(Schema):
+    filter: str = ""
+    offset: int = 0
+    limit: int = 100
+    time_format: str = engine_packets.DEFAULT_TIME_FORMAT
+
+
+class FilterCheckOut(Schema):
+    valid: bool
+    error: str | None
+
+
+class FieldOut(Schema):
+    field: str
+    name: str
+
+
+def status_of(capture: Capture) -> str:
+    """Return "ready" when an engine session has the capture loaded, "stored" otherwise."""
+    sessions = engine().captures.get(capture.path)
+    if sessions is None:
+        return "stored"
+    if any(p.loaded.is_set() and p.alive for p in sessions.processes):
+        return "ready"
+    return "loading" if sessions.processes else "stored"
+
+
+def capture_out(capture: Capture) -> dict[str, Any]:
+    return {
+        "id": capture.pk,
+        "url": capture.get_absolute_url(),
+        "api_url": f"/api/captures/{capture.pk}/",
+        "download_url": f"/api/captures/{capture.pk}/download",
+        "name": capture.name,
+        "size": capture.size,
+        "sha256": capture.sha256,
+        "uploaded_at": capture.uploaded_at,
+        "format": capture.file_type,
+        "link_types": [t for t in capture.link_types.split(", ") if t],
+        "comments": capture.comments,
+        "interfaces": capture.interfaces,
+        "warning": capture.warning,
+        "status": status_of(capture),
+        **{k: v for k, v in capture.properties().items() if k != "format"},
+    }
+
+
+def engine_error(error: EngineError) -> HttpError:
+    return HttpError(400, error.message)
+
+
+@api.exception_handler(HttpError)
+def http_error(request: HttpRequest, exc: HttpError) -> Any:
+    return api.create_response(request, {"error": str(exc)}, status=exc.status_code)
+
+
+@api.exception_handler(Http404)
+def not_found(request: HttpRequest, exc: Http404) -> Any:
+    return api.create_response(request, {"error": str(exc) or "not found"}, status=404)
+
+
+@api.post(
+    "/captures/",
+    response={201: UploadResult, 400: UploadResult, 413: Error},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "multipart/form-data": {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                        },
+                        "required": ["file"],
+                    }
+                }
+            }
+        }
+    },
+    summary="Upload capture files (multipart field `file`, repeatable)",
+)
+async def upload(request: HttpRequest) -> tuple[int, dict[str, Any]]:
+    # Parsing the multipart body writes the files to disk: do it off the event loop.
+    files = await sync_to_async(lambda: request.FILES.getlist("file"), thread_sensitive=False)()
+    errors = [{"name": captures.display_name(name or ""), "error": message}
+              for name, message in getattr(request, "upload_errors", [])]
+    stored: list[Capture] = []
+    for staged in files:
+        if not isinstance(staged, StagedFile):
+            continue
+        try:
+            stored.append(await captures.store(staged))
+        except NotACapture as error:
+            errors.append({"name": captures.display_name(staged.name or ""), "error": error.message})
+    if not files and not errors:
+        errors.append({"name": "", "error": "no file in the request (multipart field `file`)"})
+    body = {
+        "captures": [capture_out(c) for c in stored],
+        "errors": errors,
+        "id": stored[0].pk if stored else None,
+        "url": stored[0].get_absolute_url() if stored else None,
+    }
+    if not stored and any(e["error"] == captures.limit_message() for e in errors):
+        return 413, {"error": errors[0]["error"]}
+    return (201 if stored else 400), body
+
+
+@api.get("/captures/", response=list[CaptureOut], summary="List captures")
+async def list_captures(request: HttpRequest) -> list[dict[str, Any]]:
+    return [capture_out(c) async for c in Capture.objects.all()]
+
+
+@api.get("/captures/{capture_id}/", response={200: CaptureOut, 404: Error}, summary="Capture properties")
+async def capture_detail(request: HttpRequest, capture_id: int) -> dict[str, Any]:
+    return capture_out(await capture_for(request, capture_id))
+
+
+@api.delete("/captures/{capture_id}/", response={204: None, 404: Error}, summary="Delete a capture")
+async def delete_capture(request: HttpRequest, capture_id: int) -> tuple[int, None]:
+    await captures.delete(await capture_for(request, capture_id))
+    return 204, None
+
+
+@api.get("/captures/{capture_id}/download", response={200: bytes, 404: Error}, summary="The original file")
+async def download(request: HttpRequest, capture_id: int) -> FileResponse:
+    capture = await capture_for(request, capture_id)
+    return FileResponse(open(capture.path, "rb"), as_attachment=True, filename=capture.name)  # noqa: SIM115
+
+
+@api.get(
+    "/captures/{capture_id}/packets",
+    response={200: PacketPageOut, 400: Error, 404: Error},
+    summary="A page of the packet list, optionally through a display filter",
+)
+async def packet_list(request: HttpRequest, capture_id: int, query: Query[PacketQuery]) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id)
+    if not 0 <= query.limit <= 1000 or query.offset < 0:
+        raise HttpError(400, "offset must be >= 0 and limit between 0 and 1000")
+    try:
+        page = await engine_packets.packets(
+            capture.path, query.filter, query.offset, query.limit, query.time_format, capture.precision_digits
+        )
+    except EngineError as error:
+        raise engine_error(error) from error
+    return {
+        "total": page.total,
+        "displayed": page.displayed,
+        "offset": query.offset,
+        "packets": [asdict(row) for row in page.packets],
+    }
+
+
+@api.get(
+    "/captures/{capture_id}/packets/{number}/",
+    response={200: PacketDetailOut, 400: Error, 404: Error},
+    summary="A packet's protocol tree and bytes",
+)
+async def packet_detail(request: HttpRequest, capture_id: int, number: int) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id)
+    if number < 1:
+        raise HttpError(404, f"no packet {number}")
+    try:
+        detail = await engine_packets.detail(capture.path, number)
+    except EngineError as error:
+        raise HttpError(404, error.message) from error
+    sources = [{"name": s.name, "bytes": base64.b64encode(s.data).decode()} for s in detail.sources]
+    return {
+        "number": detail.number,
+        "columns": detail.columns,
+        "tree": [asdict(node) for node in detail.tree],
+        "sources": sources,
+        "bytes": sources[0]["bytes"],
+        "follow": [list(pair) for pair in detail.follow],
+    }
+
+
+@api.get("/filters/check", response=FilterCheckOut, summary="Check a display filter's syntax")
+async def check_filter(request: HttpRequest, filter: str = "") -> dict[str, Any]:  # noqa: A002
+    error = await engine_packets.check_filter(filter)
+    return {"valid": error is None, "error": error}
+
+
+@api.get("/fields/complete", response=list[FieldOut], summary="Field names for display filter completion")
+async def complete_field(request: HttpRequest, prefix: str = "") -> list[dict[str, str]]:
+    return await engine_packets.complete_field(prefix)

@@ -1,0 +1,95 @@
+"""Storing captures: check a staged file, move it in, record it. Shared by pages, API and CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from .engine import capinfo
+from .engine.errors import NotACapture
+from .engine.sessions import engine
+from .models import Capture
+from .uploads import StagedFile, limit_message, staging_dir
+
+MAX_NAME_LENGTH = 200
+
+
+def display_name(name: str) -> str:
+    """Return the last component of an uploaded name, for display only; never used as a path."""
+    name = name.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = "".join(ch for ch in name if ch.isprintable())
+    return name[:MAX_NAME_LENGTH] or "capture"
+
+
+async def store(staged: StagedFile) -> Capture:
+    """Check the staged file, move it under CAPTURES_DIR and record it; raise NotACapture."""
+    try:
+        info = await capinfo.read(staged.staging_path)
+        stored_as = f"{uuid.uuid4().hex}.cap"
+        destination = Path(settings.CAPTURES_DIR) / stored_as
+        staged.close()
+        # The staging folder is inside CAPTURES_DIR, so this rename is atomic: a file is
+        # either absent or complete, and a row exists only for a complete file.
+        os.replace(staged.staging_path, destination)
+        try:
+            return await Capture.objects.acreate(
+                name=display_name(staged.name or "capture"),
+                stored_as=stored_as,
+                size=staged.size or 0,
+                sha256=staged.sha256,
+                file_type=info.file_type,
+                encapsulation=info.encapsulation,
+                time_precision=info.time_precision,
+                precision_digits=info.precision_digits,
+                packets=info.packets,
+                data_size=info.data_size,
+                first_time=info.first_time,
+                last_time=info.last_time,
+                duration=info.duration,
+                data_byte_rate=info.data_byte_rate,
+                data_bit_rate=info.data_bit_rate,
+                average_packet_size=info.average_packet_size,
+                average_packet_rate=info.average_packet_rate,
+                link_types=", ".join(info.link_types),
+                comments=info.comments,
+                interfaces=info.interfaces,
+                extra=info.extra,
+                warning=info.warning,
+            )
+        except BaseException:
+            destination.unlink(missing_ok=True)
+            raise
+    finally:
+        staged.discard()
+
+
+def stage_local_file(path: Path) -> StagedFile:
+    """Copy a local file into the staging folder while hashing it (for import_capture)."""
+    size = path.stat().st_size
+    if size > settings.MAX_UPLOAD_MB * 1024 * 1024:
+        raise NotACapture(limit_message())
+    staged_path = staging_dir() / f"{uuid.uuid4().hex}.part"
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as source, open(staged_path, "wb") as target:
+            while chunk := source.read(1024 * 1024):
+                digest.update(chunk)
+                target.write(chunk)
+    except BaseException:
+        staged_path.unlink(missing_ok=True)
+        raise
+    return StagedFile(staged_path, path.name, size, digest.hexdigest())
+
+
+async def delete(capture: Capture) -> None:
+    """Close the capture's engine sessions, then remove its row and its file."""
+    await engine().forget(capture.path)
+    path = capture.path
+    await capture.adelete()
+    await sync_to_async(path.unlink)(missing_ok=True)
+

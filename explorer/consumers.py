@@ -1,0 +1,79 @@
+"""Websocket consumers: load progress and the first rows of a capture while sharkd loads it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict
+from typing import Any
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
+
+from .access import capture_for
+from .engine import packets, preview
+from .engine.errors import EngineError
+from .engine.sessions import engine
+from .models import Capture
+
+log = logging.getLogger(__name__)
+
+PROGRESS_INTERVAL = 0.2
+
+
+class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
+    """Push `load.progress`, `load.rows`, then `load.done` (or `load.failed`) for one capture."""
+
+    capture: Capture
+    task: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        try:
+            self.capture = await capture_for(None, int(self.scope["url_route"]["kwargs"]["capture_id"]))
+        except Http404:
+            await self.close(code=4404)
+            return
+        await self.accept()
+        self.task = asyncio.create_task(self.follow_load())
+
+    async def disconnect(self, code: int) -> None:
+        if self.task is not None:
+            self.task.cancel()
+
+    async def follow_load(self) -> None:
+        path = self.capture.path
+        sessions = engine().sessions(path)
+        loaded = asyncio.create_task(sessions.wait_loaded(self.progress))
+        rows_task = asyncio.create_task(preview.first_rows(path))
+        try:
+            done, _ = await asyncio.wait({loaded, rows_task}, return_when=asyncio.FIRST_COMPLETED)
+            if rows_task in done and not loaded.done():
+                rows = rows_task.result()
+                await self.send_event(
+                    "load.rows",
+                    total=self.capture.packets,
+                    packets=[asdict(row) for row in rows],
+                    provisional=True,
+                )
+            await loaded
+            total = await packets.count(path)
+            await self.send_event("load.done", total=total)
+        except EngineError as error:
+            await self.send_event("load.failed", error=error.message)
+        finally:
+            rows_task.cancel()
+
+    _last_progress = 0.0
+
+    async def progress(self, bytes_read: int) -> None:
+        now = time.monotonic()
+        if now - self._last_progress < PROGRESS_INTERVAL:
+            return
+        self._last_progress = now
+        await self.send_event(
+            "load.progress", bytes_read=min(bytes_read, self.capture.size), file_size=self.capture.size
+        )
+
+    async def send_event(self, event_type: str, **payload: Any) -> None:
+        await self.send_json({"type": event_type, **payload})

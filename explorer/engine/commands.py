@@ -1,0 +1,62 @@
+"""Every command line the explorer runs: the only place that names an engine binary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+
+# capinfos fields we display; hashes are left out because the upload computes sha256
+# itself while streaming, and hashing again would read a large file twice more.
+CAPINFOS_FLAGS = ["-t", "-E", "-c", "-s", "-d", "-u", "-a", "-e", "-S", "-y", "-i", "-z", "-x"]
+CAPINFOS_FLAGS += ["-F", "-k", "-I", "-o", "-l"]
+
+
+def _binary(name: str) -> str:
+    return str(Path(settings.WIRESHARK_BIN_DIR) / name) if settings.WIRESHARK_BIN_DIR else name
+
+
+def sharkd() -> list[str]:
+    """Return the command for one sharkd session on stdin/stdout."""
+    return [_binary("sharkd"), "-"]
+
+
+def capinfos(path: Path) -> list[str]:
+    """Return the command that reads a capture file's properties."""
+    return [_binary("capinfos"), "-M", *CAPINFOS_FLAGS, "--", str(path)]
+
+
+# The columns of the first rows shown while the engine loads, in Wireshark's order.
+PREVIEW_FIELDS = [
+    "_ws.col.No.",
+    "_ws.col.Time",
+    "_ws.col.Source",
+    "_ws.col.Destination",
+    "_ws.col.Protocol",
+    "_ws.col.Length",
+    "_ws.col.Info",
+    "frame.coloring_rule.name",
+]
+
+
+def tshark_preview(path: Path, count: int) -> list[str]:
+    """Return the command that prints the first packets' columns while sharkd loads."""
+    fields: list[str] = []
+    for field in PREVIEW_FIELDS:
+        fields += ["-e", field]
+    return [
+        _binary("tshark"),
+        "-n",
+        "-r",
+        str(path),
+        "-c",
+        str(count),
+        "--color",
+        "-T",
+        "fields",
+        "-E",
+        "separator=/t",
+        "-E",
+        "occurrence=a",
+        *fields,
+    ]

@@ -1,0 +1,212 @@
+"""Packet list, packet details, filter checks and completion, answered by sharkd."""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import EngineError, RequestTooLong
+from .sessions import engine
+
+# Column format indexes of sharkd 4.0 (positions in its `info` column list), giving
+# Wireshark's default columns: No., Time, Source, Destination, Protocol, Length, Info.
+NUMBER, SOURCE, DESTINATION, PROTOCOL, LENGTH, INFO = "35", "39", "14", "37", "36", "28"
+
+TIME_FORMATS = {
+    "relative": "49",  # seconds since the beginning of the capture, tshark's default
+    "absolute": "1",  # date and time of day, server local time
+    "utc": "46",  # date and time of day in UTC
+    "delta_displayed": "9",  # seconds since the previous displayed packet
+    "delta": "8",  # seconds since the previous captured packet
+    "epoch": "frame.time_epoch:0",  # seconds since 1970, trimmed to the file's precision
+}
+DEFAULT_TIME_FORMAT = "relative"
+
+COLUMN_NAMES = ["number", "time", "source", "destination", "protocol", "length", "info"]
+
+# A whole-capture interval so that `intervals` answers with one total; sharkd caches the
+# filter's result for `frames` too, so counting and paging dissect only once.
+COUNT_INTERVAL_MS = 2_000_000_000
+
+MAX_FILTER_LENGTH = 1024
+
+
+@dataclass
+class PacketRow:
+    number: int
+    time: str
+    source: str
+    destination: str
+    protocol: str
+    length: int
+    info: str
+    bg: str | None
+    fg: str | None
+
+
+@dataclass
+class PacketPage:
+    total: int
+    displayed: int
+    packets: list[PacketRow] = field(default_factory=list)
+
+
+def _validated_filter(filter_text: str) -> str | None:
+    filter_text = filter_text.strip()
+    if len(filter_text) > MAX_FILTER_LENGTH:
+        raise RequestTooLong(f"display filter too long ({len(filter_text)} characters, limit {MAX_FILTER_LENGTH})")
+    return filter_text or None
+
+
+def _row(raw: dict[str, Any], time_format: str, precision: int) -> PacketRow:
+    cells = raw["c"]
+    time_text = cells[1]
+    if time_format == "epoch" and "." in time_text:
+        seconds, fraction = time_text.split(".", 1)
+        time_text = f"{seconds}.{fraction[:precision]}" if precision else seconds
+    return PacketRow(
+        number=int(raw["num"]),
+        time=time_text,
+        source=cells[2],
+        destination=cells[3],
+        protocol=cells[4],
+        length=int(cells[5] or 0),
+        info=cells[6],
+        bg=raw.get("bg"),
+        fg=raw.get("fg"),
+    )
+
+
+async def count(path: Path, filter_text: str = "") -> int:
+    """Return how many packets of the capture match the display filter (all without one)."""
+    sessions = engine().sessions(path)
+    expression = _validated_filter(filter_text)
+    if expression is None:
+        await sessions.wait_loaded()
+        result = await sessions.call("status")
+        return int(result["frames"])
+    params = {"interval": COUNT_INTERVAL_MS, "filter": expression}
+    result = await sessions.call("intervals", params, filter_text=expression)
+    return int(result["frames"])
+
+
+async def packets(
+    path: Path,
+    filter_text: str = "",
+    offset: int = 0,
+    limit: int = 100,
+    time_format: str = DEFAULT_TIME_FORMAT,
+    precision: int = 6,
+) -> PacketPage:
+    """Return one page of the packet list with the capture total and the displayed count."""
+    expression = _validated_filter(filter_text)
+    if time_format not in TIME_FORMATS:
+        raise EngineError(f"unknown time format {time_format!r}")
+    if expression:
+        # The parser's own message, rather than sharkd's terse "Invalid filter parameter".
+        problem = await check_filter(expression)
+        if problem:
+            raise EngineError(problem)
+    total = await count(path)
+    displayed = await count(path, expression or "")
+    params: dict[str, Any] = {"limit": max(1, limit)}
+    if offset > 0:
+        params["skip"] = offset
+    if expression:
+        params["filter"] = expression
+    for index, column in enumerate(
+        [NUMBER, TIME_FORMATS[time_format], SOURCE, DESTINATION, PROTOCOL, LENGTH, INFO]
+    ):
+        params[f"column{index}"] = column
+    rows: list[dict[str, Any]] = []
+    if limit > 0 and offset < displayed:
+        rows = await engine().sessions(path).call("frames", params, filter_text=expression)
+    return PacketPage(total, displayed, [_row(raw, time_format, precision) for raw in rows])
+
+
+@dataclass
+class TreeNode:
+    label: str
+    filter: str | None
+    start: int | None
+    length: int | None
+    source: int
+    severity: str | None
+    generated: bool
+    kind: str | None
+    children: list[TreeNode]
+
+
+@dataclass
+class DataSource:
+    name: str
+    data: bytes
+
+
+@dataclass
+class PacketDetail:
+    number: int
+    tree: list[TreeNode]
+    sources: list[DataSource]
+    columns: list[str]
+    follow: list[tuple[str, str]]
+
+
+def _node(raw: dict[str, Any]) -> TreeNode:
+    start = length = None
+    if "h" in raw:
+        start, length = int(raw["h"][0]), int(raw["h"][1])
+    return TreeNode(
+        label=raw.get("l", ""),
+        filter=raw.get("f"),
+        start=start,
+        length=length,
+        source=int(raw.get("ds", 0)),
+        severity=raw.get("s"),
+        generated=bool(raw.get("g")),
+        kind=raw.get("t"),
+        children=[_node(child) for child in raw.get("n", [])],
+    )
+
+
+async def detail(path: Path, number: int) -> PacketDetail:
+    """Return a packet's protocol tree and its bytes, with extra data sources after the frame."""
+    result = await engine().sessions(path).call(
+        "frame", {"frame": number, "proto": True, "bytes": True, "columns": True}
+    )
+    sources = [DataSource("Frame", base64.b64decode(result.get("bytes", "")))]
+    for extra in result.get("ds", []):
+        sources.append(DataSource(extra.get("name", "Data"), base64.b64decode(extra.get("bytes", ""))))
+    return PacketDetail(
+        number=number,
+        tree=[_node(raw) for raw in result.get("tree", [])],
+        sources=sources,
+        columns=list(result.get("col", [])),
+        follow=[(kind, expression) for kind, expression in result.get("fol", [])],
+    )
+
+
+async def check_filter(filter_text: str) -> str | None:
+    """Return the engine's message when the display filter is invalid, else None."""
+    expression = _validated_filter(filter_text)
+    if expression is None:
+        return None
+    try:
+        await engine().sessions(None).call("check", {"filter": expression})
+    except RequestTooLong as error:
+        return error.message
+    except EngineError as error:
+        message = error.message
+        return message.removeprefix("Filter invalid - ")
+    return None
+
+
+async def complete_field(prefix: str, limit: int = 50) -> list[dict[str, str]]:
+    """Return field names starting with prefix, with their descriptions."""
+    prefix = prefix.strip()
+    if not prefix or len(prefix) > 200:
+        return []
+    result = await engine().sessions(None).call("complete", {"field": prefix})
+    return [{"field": item["f"], "name": item.get("n", "")} for item in result.get("field", [])[:limit]]

@@ -1,0 +1,213 @@
+"""sharkd sessions per capture: shared by all viewers, started on use, evicted when idle.
+
+A sharkd session answers one request at a time, and a new display filter makes it re-dissect
+every frame (seconds on a large capture). So that such a request does not freeze paging and
+packet details for everyone else, a capture may get a second session while its first one is
+busy with slow work; the extra one is evicted soon after it falls idle, so steady-state memory
+stays that of one session per open capture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from django.conf import settings
+
+from .errors import EngineCrashed, EngineError
+from .sharkd import SharkdProcess
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class CaptureSessions:
+    """The sharkd processes serving one capture file."""
+
+    def __init__(self, path: Path | None, max_processes: int) -> None:
+        self.path = path
+        self.max_processes = max_processes
+        self.processes: list[SharkdProcess] = []
+        self.changed = asyncio.Condition()
+        self.load_error: EngineError | None = None
+
+    def _spawn(self) -> SharkdProcess:
+        process = SharkdProcess(self.path)
+        self.processes.append(process)
+
+        async def start() -> None:
+            try:
+                await process.start()
+            except EngineError as error:
+                log.warning("sharkd failed to load %s: %s", self.path, error)
+                self.load_error = error
+            finally:
+                if not process.alive:
+                    self._forget(process)
+                async with self.changed:
+                    self.changed.notify_all()
+
+        asyncio.create_task(start())
+        return process
+
+    def _forget(self, process: SharkdProcess) -> None:
+        if process in self.processes:
+            self.processes.remove(process)
+
+    async def _acquire(self, filter_text: str | None, slow: bool) -> SharkdProcess:
+        """Pick the process to send a request to, starting one when none can serve it soon."""
+        async with self.changed:
+            while True:
+                for process in list(self.processes):
+                    if process.loaded.is_set() and not process.alive:
+                        self._forget(process)
+                if self.load_error is not None and not self.processes:
+                    # Report a failed load once; the next request tries again.
+                    error, self.load_error = self.load_error, None
+                    raise error
+                if not self.processes:
+                    self._spawn()
+                ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
+                idle = [p for p in ready if p.pending == 0]
+                cached = [p for p in idle if filter_text is None or filter_text in p.filters_done]
+                if cached or idle:
+                    return (cached or idle)[0]
+                # Every ready process is busy. Fast work may queue behind fast work,
+                # but not behind a re-dissection of the whole capture.
+                fast_busy = [p for p in ready if p.slow_pending == 0]
+                if fast_busy:
+                    return min(fast_busy, key=lambda p: p.pending)
+                loading = [p for p in self.processes if not p.loaded.is_set()]
+                if not loading and len(self.processes) < self.max_processes:
+                    self._spawn()
+                elif not loading and ready:
+                    return min(ready, key=lambda p: p.slow_pending)
+                await self.changed.wait()
+
+    async def call(
+        self, method: str, params: dict[str, Any] | None = None, *, filter_text: str | None = None
+    ) -> Any:
+        """Send a request to a suitable process; on a crash retry once on a fresh one."""
+        for attempt in (1, 2):
+            slow = filter_text is not None and not self._filter_known(filter_text)
+            slow = slow or method in ("tap", "follow", "iograph")
+            process = await self._acquire(filter_text, slow)
+            try:
+                result = await asyncio.wait_for(
+                    process.request(method, params, slow=slow), settings.ENGINE_REQUEST_TIMEOUT
+                )
+            except (EngineCrashed, TimeoutError) as error:
+                process.kill()
+                self._forget(process)
+                log.warning("sharkd for %s failed on %s (attempt %d): %r", self.path, method, attempt, error)
+                if attempt == 2:
+                    if isinstance(error, TimeoutError):
+                        raise EngineError(
+                            f"the engine did not answer within {settings.ENGINE_REQUEST_TIMEOUT} s"
+                        ) from error
+                    raise
+                continue
+            finally:
+                async with self.changed:
+                    self.changed.notify_all()
+            if filter_text is not None:
+                process.filters_done.add(filter_text)
+            return result
+        raise AssertionError("unreachable")
+
+    def _filter_known(self, filter_text: str) -> bool:
+        return any(filter_text in p.filters_done for p in self.processes if p.alive)
+
+    async def wait_loaded(self, progress: Callable[[int], Awaitable[None]] | None = None) -> None:
+        """Start a session if none runs and wait until one has loaded the capture."""
+        async with self.changed:
+            if not self.processes:
+                self._spawn()
+        while True:
+            ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
+            if ready:
+                return
+            if not self.processes:
+                # The only process failed to load; _acquire raises its error.
+                await self._acquire(None, False)
+                return
+            if progress is not None:
+                await progress(max(p.bytes_read() for p in self.processes))
+            await asyncio.sleep(0.1)
+
+    def idle_for(self) -> float:
+        if any(p.pending for p in self.processes):
+            return 0.0
+        if not self.processes:
+            return float("inf")
+        return time.monotonic() - max(p.last_used for p in self.processes)
+
+    async def evict_idle(self, keep_seconds: float, extra_seconds: float) -> None:
+        """Close extra processes idle for extra_seconds, and all idle for keep_seconds."""
+        now = time.monotonic()
+        for index, process in enumerate(list(self.processes)):
+            if process.pending or not process.loaded.is_set():
+                continue
+            idle = now - process.last_used
+            if idle > keep_seconds or (index > 0 and idle > extra_seconds):
+                self._forget(process)
+                await process.close()
+
+    async def close(self) -> None:
+        for process in list(self.processes):
+            self._forget(process)
+            await process.close()
+
+
+class Engine:
+    """All sharkd sessions of this server process, keyed by capture file."""
+
+    def __init__(self) -> None:
+        self.captures: dict[Path | None, CaptureSessions] = {}
+        self._evictor: asyncio.Task[None] | None = None
+
+    def sessions(self, path: Path | None) -> CaptureSessions:
+        if self._evictor is None or self._evictor.done():
+            self._evictor = asyncio.create_task(self._evict_forever())
+        sessions = self.captures.get(path)
+        if sessions is None:
+            limit = 1 if path is None else settings.ENGINE_PROCESSES_PER_CAPTURE
+            sessions = self.captures[path] = CaptureSessions(path, limit)
+        return sessions
+
+    async def _evict_forever(self) -> None:
+        while True:
+            await asyncio.sleep(5)
+            for path, sessions in list(self.captures.items()):
+                await sessions.evict_idle(settings.ENGINE_IDLE_SECONDS, settings.ENGINE_EXTRA_IDLE_SECONDS)
+                if not sessions.processes and self.captures.get(path) is sessions:
+                    del self.captures[path]
+
+    async def forget(self, path: Path) -> None:
+        """Close the sessions of a capture that is being deleted."""
+        sessions = self.captures.pop(path, None)
+        if sessions is not None:
+            await sessions.close()
+
+    async def close(self) -> None:
+        for path in list(self.captures):
+            await self.captures.pop(path).close()
+
+
+_engines: dict[asyncio.AbstractEventLoop, Engine] = {}
+
+
+def engine() -> Engine:
+    """Return the engine of the running event loop (one per server process)."""
+    loop = asyncio.get_running_loop()
+    current = _engines.get(loop)
+    if current is None:
+        for old_loop in [old for old in _engines if old.is_closed()]:
+            del _engines[old_loop]
+        current = _engines[loop] = Engine()
+    return current

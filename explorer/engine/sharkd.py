@@ -1,0 +1,193 @@
+"""One sharkd process speaking JSON-RPC on stdin/stdout: the only code that talks to sharkd."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import commands
+from .errors import EngineCrashed, EngineError, RequestTooLong
+
+log = logging.getLogger(__name__)
+
+# sharkd 4.0 reads a request line into a 2 KiB buffer; a longer line is split and
+# answered with "Invalid JSON" errors, so such requests are refused before sending.
+MAX_REQUEST_BYTES = 2000
+
+# Responses carrying a whole page of rows or a large tree can be long lines.
+STREAM_LIMIT = 256 * 1024 * 1024
+
+
+class SharkdProcess:
+    """A sharkd session: one process, one capture, requests answered in order."""
+
+    def __init__(self, capture_path: Path | None) -> None:
+        self.capture_path = capture_path
+        self.process: asyncio.subprocess.Process | None = None
+        self.loaded = asyncio.Event()
+        self.load_error: EngineError | None = None
+        self.filters_done: set[str] = set()
+        self.status: dict[str, Any] = {}
+        self.pending = 0
+        self.slow_pending = 0
+        self.last_used = time.monotonic()
+        self._next_id = 1
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._write_lock = asyncio.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    async def start(self) -> None:
+        """Start the process and, when it has a capture, load it."""
+        self.process = await asyncio.create_subprocess_exec(
+            *commands.sharkd(),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+            # Its own process group, so that killing it takes any child along.
+            start_new_session=True,
+            limit=STREAM_LIMIT,
+        )
+        self._reader = asyncio.create_task(self._read_responses())
+        if self.capture_path is None:
+            self.loaded.set()
+            return
+        # sharkd 4.0 never answers `load` for a file cut short in the middle of a packet,
+        # though it has loaded what it could; the `status` queued behind it always answers.
+        load = asyncio.create_task(self.request("load", {"file": str(self.capture_path)}, slow=True))
+        try:
+            self.status = await self.request("status", slow=True)
+            await asyncio.sleep(0)
+            if load.done():
+                load.result()
+            else:
+                load.cancel()
+        except EngineError as error:
+            load.cancel()
+            self.load_error = error
+            self.kill()
+            raise
+        finally:
+            self.loaded.set()
+
+    def bytes_read(self) -> int:
+        """Return how many bytes of input the process has read: load progress for a file."""
+        if not self.alive or self.pid is None:
+            return 0
+        try:
+            with open(f"/proc/{self.pid}/io") as io:
+                for line in io:
+                    if line.startswith("rchar:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    async def request(
+        self, method: str, params: dict[str, Any] | None = None, *, slow: bool = False
+    ) -> Any:
+        """Send one request and return its result, or raise EngineError with sharkd's message."""
+        if not self.alive or self.process is None or self.process.stdin is None:
+            raise EngineCrashed("the dissection engine is not running")
+        request_id = self._next_id
+        self._next_id += 1
+        message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
+        if params:
+            message["params"] = params
+        line = json.dumps(message, separators=(",", ":")).encode() + b"\n"
+        if len(line) > MAX_REQUEST_BYTES:
+            raise RequestTooLong(
+                f"request too long for the engine ({len(line)} bytes, limit {MAX_REQUEST_BYTES})"
+            )
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        self.pending += 1
+        self.slow_pending += slow
+        self.last_used = time.monotonic()
+        try:
+            async with self._write_lock:
+                self.process.stdin.write(line)
+                await self.process.stdin.drain()
+            return await future
+        except (BrokenPipeError, ConnectionResetError) as error:
+            raise EngineCrashed("the dissection engine stopped unexpectedly") from error
+        finally:
+            self._waiting.pop(request_id, None)
+            self.pending -= 1
+            self.slow_pending -= slow
+            self.last_used = time.monotonic()
+
+    async def _read_responses(self) -> None:
+        assert self.process is not None and self.process.stdout is not None
+        stdout = self.process.stdout
+        try:
+            while True:
+                line = await stdout.readline()
+                if not line:
+                    break
+                try:
+                    response = json.loads(line)
+                except ValueError:
+                    # A tap that fails can print outside the JSON framing; skip such lines.
+                    log.warning("sharkd printed a line that is not JSON: %.200r", line)
+                    continue
+                future = self._waiting.get(response.get("id"))
+                if future is None or future.done():
+                    continue
+                if "error" in response:
+                    future.set_exception(EngineError(response["error"].get("message", "error")))
+                else:
+                    future.set_result(response.get("result"))
+        except (asyncio.LimitOverrunError, ValueError) as error:
+            log.error("sharkd response too large: %s", error)
+        finally:
+            await self._died()
+
+    async def _died(self) -> None:
+        self.kill()
+        if self.process is not None:
+            try:
+                await asyncio.wait_for(self.process.wait(), 5)
+            except TimeoutError:
+                pass
+        code = self.process.returncode if self.process else None
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(
+                    EngineCrashed(f"the dissection engine stopped unexpectedly (exit {code})")
+                )
+
+    def kill(self) -> None:
+        """Kill the process group; safe to call more than once."""
+        if self.process is None or self.process.returncode is not None:
+            return
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+    async def close(self) -> None:
+        """Stop the process and wait for its reader to finish."""
+        self.kill()
+        if self._reader is not None:
+            try:
+                await asyncio.wait_for(self._reader, 5)
+            except (TimeoutError, asyncio.CancelledError):
+                pass
+
+
+ProgressCallback = Callable[[int], None]

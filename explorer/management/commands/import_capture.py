@@ -1,0 +1,39 @@
+"""Import capture files from the command line, printing one JSON line per file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandParser
+
+from explorer import captures
+from explorer.engine.errors import NotACapture
+
+
+class Command(BaseCommand):
+    help = "Store capture files as if uploaded; print {id, url} or {error} per file as JSON."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("paths", nargs="+", type=Path)
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        failed = False
+        for path in options["paths"]:
+            result = asyncio.run(self.import_one(path))
+            failed = failed or "error" in result
+            self.stdout.write(json.dumps(result))
+        if failed:
+            raise SystemExit(1)
+
+    async def import_one(self, path: Path) -> dict[str, Any]:
+        if not path.is_file():
+            return {"path": str(path), "error": "no such file"}
+        try:
+            staged = captures.stage_local_file(path)
+            capture = await captures.store(staged)
+        except NotACapture as error:
+            return {"path": str(path), "error": error.message}
+        return {"path": str(path), "id": capture.pk, "url": capture.get_absolute_url(), "warning": capture.warning}

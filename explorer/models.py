@@ -1,0 +1,69 @@
+"""Stored captures and the properties read from them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+
+
+class Capture(models.Model):
+    """A capture file stored byte for byte under CAPTURES_DIR, with its properties."""
+
+    name = models.CharField(max_length=255, help_text="File name as uploaded; display only.")
+    stored_as = models.CharField(max_length=64, unique=True, help_text="File name under CAPTURES_DIR.")
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    file_type = models.CharField(max_length=64)
+    encapsulation = models.CharField(max_length=128)
+    time_precision = models.CharField(max_length=32)
+    precision_digits = models.PositiveSmallIntegerField(default=6)
+    packets = models.BigIntegerField()
+    data_size = models.BigIntegerField(default=0)
+    first_time = models.DecimalField(max_digits=22, decimal_places=9, null=True)
+    last_time = models.DecimalField(max_digits=22, decimal_places=9, null=True)
+    duration = models.DecimalField(max_digits=22, decimal_places=9, null=True)
+    data_byte_rate = models.FloatField(null=True)
+    data_bit_rate = models.FloatField(null=True)
+    average_packet_size = models.FloatField(null=True)
+    average_packet_rate = models.FloatField(null=True)
+    link_types = models.CharField(max_length=255, blank=True)
+    comments = models.JSONField(default=list)
+    interfaces = models.JSONField(default=list)
+    extra = models.JSONField(default=dict, help_text="Other capinfos properties, label to value.")
+    warning = models.CharField(max_length=255, blank=True)
+
+    class Meta:
+        ordering = ["-uploaded_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def path(self) -> Path:
+        return Path(settings.CAPTURES_DIR) / self.stored_as
+
+    def get_absolute_url(self) -> str:
+        return reverse("explorer:capture", args=[self.pk])
+
+    def properties(self) -> dict[str, Any]:
+        """Return the properties shown on the page and in the API, in Wireshark's order."""
+        return {
+            "format": self.file_type,
+            "encapsulation": self.encapsulation,
+            "time_precision": self.time_precision,
+            "packets": self.packets,
+            "first_time": self.first_time,
+            "last_time": self.last_time,
+            "duration": self.duration,
+            "data_size": self.data_size,
+            "data_byte_rate": self.data_byte_rate,
+            "data_bit_rate": self.data_bit_rate,
+            "average_packet_size": self.average_packet_size,
+            "average_packet_rate": self.average_packet_rate,
+        }
