@@ -164,7 +164,7 @@ def _node(raw: dict[str, Any]) -> TreeNode:
         start=start,
         length=length,
         source=int(raw.get("ds", 0)),
-        severity=raw.get("s"),
+        severity=raw["s"].lower() if raw.get("s") else None,
         generated=bool(raw.get("g")),
         kind=raw.get("t"),
         children=[_node(child) for child in raw.get("n", [])],
@@ -184,7 +184,7 @@ async def detail(path: Path, number: int) -> PacketDetail:
         tree=[_node(raw) for raw in result.get("tree", [])],
         sources=sources,
         columns=list(result.get("col", [])),
-        follow=[(kind, expression) for kind, expression in result.get("fol", [])],
+        follow=[(kind, expression) for kind, expression in result.get("fol", []) if kind and expression],
     )
 
 

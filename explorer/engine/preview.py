@@ -28,12 +28,12 @@ def coloring_rules() -> dict[str, tuple[str, str]]:
 def _parse_colorfilters(text: str) -> dict[str, tuple[str, str]]:
     rules: dict[str, tuple[str, str]] = {}
     for line in text.splitlines():
-        # @name@filter@[fg r,g,b][bg r,g,b] with 16-bit components
+        # @name@filter@[bg r,g,b][fg r,g,b] with 16-bit components
         if not line.startswith("@"):
             continue
         try:
             _, name, _filter, colours = line.split("@", 3)
-            fg_text, bg_text = colours.strip("[]").split("][")
+            bg_text, fg_text = colours.strip("[]").split("][")
         except ValueError:
             continue
         rules[name] = (_hex(bg_text), _hex(fg_text))

@@ -1,0 +1,172 @@
+"""Fixtures: a real daphne server on a free port, the shared captures, and tshark's reference output."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import logging
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_CAPTURES = Path(os.environ.get("SHARED_CAPTURES", ROOT.parent / "shared" / "captures"))
+ARTIFACTS = ROOT / "test-artifacts"
+# Small enough that a test can exceed it cheaply; every shared capture is below it.
+TEST_UPLOAD_LIMIT_MB = 8
+
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+def shared_capture(name: str) -> Path:
+    path = SHARED_CAPTURES / name
+    assert path.exists(), f"missing shared capture {path}"
+    return path
+
+
+def shared_capture_names() -> list[str]:
+    """Return every capture file in the shared folder (everything but the manifest and key logs)."""
+    return sorted(
+        p.name for p in SHARED_CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz")
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Server:
+    """A daphne process serving the explorer with its own database and capture folder."""
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.captures_dir = workdir / "captures"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            "CAPTURES_DIR": str(self.captures_dir),
+            "MAX_UPLOAD_MB": str(TEST_UPLOAD_LIMIT_MB),
+            "ENGINE_IDLE_SECONDS": "120",
+            **env,
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+        )
+
+    def start(self) -> None:
+        migrated = self.manage("migrate", "--noinput")
+        assert migrated.returncode == 0, migrated.stderr
+        self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "explorer_site.asgi:application"],
+            env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                httpx.get(self.url + "/api/captures/", timeout=2)
+                return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("server did not start: " + (self.workdir / "server.log").read_text())
+
+    def stop(self) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.log.close()
+
+    def children(self) -> list[int]:
+        """Return the pids of the server's child processes (sharkd sessions, tshark)."""
+        assert self.process is not None
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
+                             capture_output=True, text=True)
+        return [int(pid) for pid in out.stdout.split()]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    server = Server(tmp_path_factory.mktemp("server"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def api(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        yield client
+
+
+def upload(client: httpx.Client, path: Path, name: str | None = None) -> httpx.Response:
+    with open(path, "rb") as handle:
+        return client.post("/api/captures/", files={"file": (name or path.name, handle)})
+
+
+@pytest.fixture(scope="session")
+def uploaded(api: httpx.Client) -> dict[str, dict[str, Any]]:
+    """Upload every shared capture once; map file name to the API's answer (or its errors)."""
+    answers = {}
+    for name in shared_capture_names():
+        body = upload(api, shared_capture(name)).json()
+        answers[name] = body["captures"][0] if body.get("captures") else body
+    return answers
+
+
+def tshark(*args: str) -> str:
+    result = subprocess.run(
+        ["tshark", *args], capture_output=True, text=True, timeout=300, errors="replace"
+    )
+    return result.stdout
+
+
+COLUMN_FIELDS = ["_ws.col.No.", "_ws.col.Time", "_ws.col.Source", "_ws.col.Destination",
+                 "_ws.col.Protocol", "_ws.col.Length", "_ws.col.Info"]
+
+
+def tshark_rows(path: Path, display_filter: str = "", *options: str) -> list[list[str]]:
+    """Return tshark's two-pass packet list (the seven default columns) for a file and filter."""
+    args = ["-2", "-r", str(path), "-T", "fields", "-E", "separator=/t", *options]
+    if display_filter:
+        args += ["-Y", display_filter]
+    for field in COLUMN_FIELDS:
+        args += ["-e", field]
+    return [line.split("\t", 6) for line in tshark(*args).splitlines() if line]
+
+
+def tshark_numbers(path: Path, display_filter: str) -> list[int]:
+    """Return the frame numbers tshark -2 -Y displays for a filter."""
+    out = tshark("-2", "-r", str(path), "-Y", display_filter, "-T", "fields", "-e", "frame.number")
+    return [int(line) for line in out.split()]
+
+
+def all_packets(client: httpx.Client, capture_id: int, **params: str) -> list[dict[str, Any]]:
+    """Fetch every displayed packet of a capture through the API, page by page."""
+    rows: list[dict[str, Any]] = []
+    while True:
+        page = client.get(f"/api/captures/{capture_id}/packets",
+                          params={**params, "offset": len(rows), "limit": 1000})
+        assert page.status_code == 200, page.text
+        body = page.json()
+        rows += body["packets"]
+        if not body["packets"] or len(rows) >= body["displayed"]:
+            return rows
