@@ -6,5 +6,13 @@ app_name = "explorer"
 
 urlpatterns = [
     path("", views.capture_list, name="capture_list"),
+    path("captures/upload/", views.upload, name="upload"),
     path("captures/<int:capture_id>/", views.capture, name="capture"),
+    path("captures/<int:capture_id>/properties/", views.capture_properties, name="capture_properties"),
+    path("captures/<int:capture_id>/delete/", views.capture_delete, name="capture_delete"),
+    path(
+        "captures/<int:capture_id>/packets/<int:number>/detail/",
+        views.packet_detail,
+        name="packet_detail",
+    ),
 ]

@@ -1,0 +1,185 @@
+"""The capture list, uploads from the page, deleting and the properties page."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from .. import captures
+from ..access import capture_for
+from ..engine.errors import NotACapture
+from ..models import Capture
+from ..uploads import StagedFile
+from . import display
+from .common import not_found_page, varies_on_htmx, wants_partial
+
+# ?sort= keys and the fields they order by; a leading "-" sorts descending.
+SORTS = {
+    "name": "name",
+    "size": "size",
+    "packets": "packets",
+    "first": "first_time",
+    "duration": "duration",
+    "uploaded": "uploaded_at",
+}
+DEFAULT_SORT = "-uploaded"
+
+COLUMNS = [
+    ("name", "Name"),
+    ("size", "Size"),
+    ("packets", "Packets"),
+    ("first", "First packet (UTC)"),
+    (None, "Last packet (UTC)"),
+    ("duration", "Duration"),
+    (None, "Link types"),
+    ("uploaded", "Uploaded"),
+]
+
+
+@dataclass
+class Column:
+    label: str
+    key: str | None
+    next_sort: str
+    direction: str  # "ascending", "descending" or "" (aria-sort values)
+
+
+@dataclass
+class CaptureRow:
+    capture: Capture
+    first: str
+    last: str
+    duration: str
+
+
+def parse_sort(value: str) -> str:
+    """Return the ?sort= value if it names a known column, else the default."""
+    return value if value.removeprefix("-") in SORTS else DEFAULT_SORT
+
+
+def columns_for(sort: str) -> list[Column]:
+    """Return the table's header cells; clicking the sorted one reverses it."""
+    result = []
+    for key, label in COLUMNS:
+        direction, next_sort = "", key or ""
+        if key and sort.removeprefix("-") == key:
+            descending = sort.startswith("-")
+            direction = "descending" if descending else "ascending"
+            next_sort = key if descending else f"-{key}"
+        result.append(Column(label, key, next_sort, direction))
+    return result
+
+
+async def capture_rows(sort: str) -> list[CaptureRow]:
+    field = SORTS[sort.removeprefix("-")]
+    order = f"-{field}" if sort.startswith("-") else field
+    return [
+        CaptureRow(
+            capture=c,
+            first=display.utc_time(c.first_time, c.precision_digits),
+            last=display.utc_time(c.last_time, c.precision_digits),
+            duration=display.short_duration(c.duration),
+        )
+        async for c in Capture.objects.order_by(order, "-id")
+    ]
+
+
+@require_GET
+async def capture_list(request: HttpRequest) -> HttpResponse:
+    """Show the uploaded captures and the upload zone."""
+    sort = parse_sort(request.GET.get("sort", DEFAULT_SORT))
+    context = {
+        "rows": await capture_rows(sort),
+        "sort": sort,
+        "columns": columns_for(sort),
+        "max_upload_mb": settings.MAX_UPLOAD_MB,
+    }
+    template = "explorer/capture_list.html"
+    if wants_partial(request):
+        template += "#capture_table"
+    return varies_on_htmx(render(request, template, context))
+
+
+@require_POST
+async def upload(request: HttpRequest) -> HttpResponse:
+    """Store the files posted by the page's plain form (the script uploads through the API)."""
+    # Parsing the multipart body writes the files to disk: do it off the event loop.
+    files = await sync_to_async(lambda: request.FILES.getlist("file"), thread_sensitive=False)()
+    errors: list[tuple[str, str]] = list(getattr(request, "upload_errors", []))
+    stored: list[Capture] = []
+    for staged in files:
+        if not isinstance(staged, StagedFile):
+            continue
+        try:
+            stored.append(await captures.store(staged))
+        except NotACapture as error:
+            errors.append((staged.name or "", error.message))
+    for name, message in errors:
+        messages.error(request, f"{captures.display_name(name or '')}: {message}")
+    for capture in stored:
+        messages.success(request, f"{capture.name}: stored, {capture.packets} packets")
+    if not files and not errors:
+        messages.error(request, "Choose one or more capture files to upload.")
+    return redirect("explorer:capture_list")
+
+
+@not_found_page
+@require_http_methods(["GET", "POST"])
+async def capture_delete(request: HttpRequest, capture_id: int) -> HttpResponse:
+    """Ask before deleting a capture; delete it on POST."""
+    capture = await capture_for(request, capture_id)
+    if request.method == "POST":
+        name = capture.name
+        await captures.delete(capture)
+        messages.success(request, f"Deleted {name}.")
+        return redirect("explorer:capture_list")
+    return render(request, "explorer/capture_delete.html", {"capture": capture})
+
+
+@not_found_page
+@require_GET
+async def capture_properties(request: HttpRequest, capture_id: int) -> HttpResponse:
+    """Show the capture's file properties, as Wireshark's Capture File Properties dialog does."""
+    capture = await capture_for(request, capture_id)
+    digits = capture.precision_digits
+    keys = interface_keys(capture.interfaces)
+    context = {
+        "capture": capture,
+        "first": display.utc_time(capture.first_time, digits),
+        "last": display.utc_time(capture.last_time, digits),
+        "elapsed": display.elapsed(capture.duration),
+        "byte_rate": display.si(capture.data_byte_rate, "Bps"),
+        "bit_rate": display.si(capture.data_bit_rate, "bps"),
+        "packet_rate": display.decimal(capture.average_packet_rate),
+        "packet_size": display.decimal(capture.average_packet_size),
+        "interface_keys": keys,
+        "interface_rows": [[interface.get(key, "") for key in keys] for interface in capture.interfaces],
+        "download_url": reverse("api:download", args=[capture.pk]),
+    }
+    return render(request, "explorer/capture_properties.html", context)
+
+
+# The interface columns Wireshark's dialog shows first; capinfos' labels, in its order.
+INTERFACE_COLUMNS = [
+    "Name",
+    "Description",
+    "Encapsulation",
+    "Capture length",
+    "Filter string",
+    "Operating system",
+    "Number of packets",
+]
+
+
+def interface_keys(interfaces: list[dict[str, str]]) -> list[str]:
+    """Return the interface properties to show as columns: Wireshark's first, then any other."""
+    present = {key for interface in interfaces for key in interface}
+    keys = [key for key in INTERFACE_COLUMNS if key in present]
+    return keys + sorted(present - set(keys))

@@ -1,0 +1,352 @@
+// The capture view: wires the filter bar, the packet list, the details and the load progress,
+// and keeps the state in the URL (?filter=&packet=&time=) so a reload or a copied link restores it.
+import { FilterBar } from "./filter-bar.js";
+import { PacketDetail } from "./packet-detail.js";
+import { PacketList } from "./packet-list.js";
+import { debounce } from "./util.js";
+
+const app = document.getElementById("capture-app");
+const data = app.dataset;
+const DEFAULT_TIME = "relative";
+// Holding an arrow key moves through many packets: fetch details once it pauses.
+const DETAIL_DELAY_MS = 60;
+const SIZES_KEY = "captureExplorer.paneSizes";
+
+const state = {
+  filter: data.filter || "",
+  timeFormat: data.timeFormat || DEFAULT_TIME,
+  packet: data.packet ? Number(data.packet) : null,
+  loaded: false,
+};
+
+const el = {
+  timeFormat: document.getElementById("time-format"),
+  loadState: document.getElementById("status-load"),
+  loadProgress: document.getElementById("load-progress"),
+  loadText: document.getElementById("load-text"),
+  packets: document.getElementById("status-packets"),
+  displayed: document.getElementById("status-displayed"),
+  selected: document.getElementById("status-selected"),
+  panes: document.getElementById("panes"),
+  listRoot: document.getElementById("packet-list"),
+};
+
+// ---- URL state ----------------------------------------------------------------------------
+
+function stateUrl() {
+  const params = new URLSearchParams();
+  if (state.filter) params.set("filter", state.filter);
+  if (state.packet) params.set("packet", String(state.packet));
+  if (state.timeFormat !== DEFAULT_TIME) params.set("time", state.timeFormat);
+  const query = params.toString();
+  return `${location.pathname}${query ? `?${query}` : ""}`;
+}
+
+function saveUrl(push) {
+  const url = stateUrl();
+  if (url === `${location.pathname}${location.search}`) return;
+  if (push) history.pushState(null, "", url);
+  else history.replaceState(null, "", url);
+}
+
+// ---- status bar ---------------------------------------------------------------------------
+
+function setLoadState(stateName, text, fraction = null) {
+  el.loadState.dataset.state = stateName;
+  el.loadText.textContent = text;
+  el.loadProgress.hidden = fraction === null;
+  if (fraction !== null) el.loadProgress.value = fraction;
+}
+
+function showCounts(total, displayed, provisional) {
+  el.packets.dataset.value = String(total);
+  el.packets.textContent = `Packets: ${total.toLocaleString()}`;
+  if (provisional) {
+    el.displayed.dataset.value = "";
+    el.displayed.textContent = `Displayed: first ${displayed.toLocaleString()} (loading)`;
+    return;
+  }
+  const percent = total ? ((100 * displayed) / total).toFixed(1) : "0.0";
+  el.displayed.dataset.value = String(displayed);
+  el.displayed.textContent = `Displayed: ${displayed.toLocaleString()} (${percent}%)`;
+}
+
+function showSelected(number) {
+  el.selected.textContent = number ? `· Selected: ${number.toLocaleString()}` : "";
+}
+
+// ---- the three panes ----------------------------------------------------------------------
+
+const detail = new PacketDetail(document.getElementById("packet-detail"), {
+  detailUrl: data.detailUrl,
+  menu: document.getElementById("field-menu"),
+  onFilterAction: filterAction,
+});
+
+const loadDetail = debounce((number) => detail.load(number), DETAIL_DELAY_MS);
+
+const list = new PacketList(el.listRoot, {
+  packetsUrl: data.packetsUrl,
+  onSelect(number) {
+    state.packet = number;
+    showSelected(number);
+    saveUrl(false);
+    loadDetail(number);
+  },
+  onCounts: showCounts,
+  onError(message) {
+    list.setMessage(message);
+  },
+});
+
+const filterBar = new FilterBar({
+  form: document.getElementById("filter-form"),
+  input: document.getElementById("filter"),
+  error: document.getElementById("filter-error"),
+  completions: document.getElementById("filter-completions"),
+  history: document.getElementById("filter-history"),
+  historyButton: document.getElementById("filter-history-button"),
+  clear: document.getElementById("filter-clear"),
+  checkUrl: data.checkUrl,
+  completeUrl: data.completeUrl,
+  onApply: (text) => applyFilter(text, { push: true }),
+});
+
+/** Show the list through `text`; keep the selected packet if it still shows. */
+let applying = 0;
+
+async function applyFilter(text, { push = true, keepScroll = false } = {}) {
+  const call = ++applying;
+  if (!state.loaded) {
+    // The engine is still loading: the API would wait for it anyway; apply when it is done.
+    state.filter = text;
+    if (push) saveUrl(true);
+    return true;
+  }
+  if (text) {
+    // Checking first costs little and keeps a refused filter from failing a list request.
+    const problem = await filterBar.validate(text);
+    if (call !== applying) return false;
+    if (problem) {
+      filterBar.showState("invalid", problem);
+      return false;
+    }
+  }
+  setLoadState("filtering", text ? "Filtering…" : "Loading…");
+  const result = await list.load({ filter: text, timeFormat: state.timeFormat }, { keepScroll });
+  if (result.stale) return false;
+  if (result.error) {
+    setLoadState("ready", "Ready");
+    filterBar.showState("invalid", result.error);
+    return false;
+  }
+  setLoadState("ready", "Ready");
+  state.filter = text;
+  if (text) filterBar.showState("valid");
+  else filterBar.showState("empty");
+  if (state.packet) {
+    const shown = await list.selectNumber(state.packet, { center: !keepScroll });
+    if (!shown) {
+      state.packet = null;
+      showSelected(null);
+      loadDetail.cancel();
+      detail.clear();
+    } else {
+      showSelected(state.packet);
+    }
+  }
+  if (push) saveUrl(true);
+  else saveUrl(false);
+  return true;
+}
+
+function filterAction(action, expression) {
+  if (!expression) return;
+  const current = filterBar.text.trim();
+  let text = expression;
+  if (action.endsWith("-and") && current) text = `(${current}) && ${expression}`;
+  else if (action.endsWith("-or") && current) text = `(${current}) || ${expression}`;
+  else if (action === "apply-not") text = `!(${expression})`;
+  filterBar.text = text;
+  if (action.startsWith("apply")) filterBar.apply();
+  else filterBar.focus();
+}
+
+el.timeFormat.addEventListener("change", async () => {
+  state.timeFormat = el.timeFormat.value;
+  saveUrl(false);
+  if (state.loaded) await applyFilter(state.filter, { push: false, keepScroll: true });
+});
+
+window.addEventListener("popstate", async () => {
+  const params = new URLSearchParams(location.search);
+  const filter = params.get("filter") || "";
+  const time = params.get("time") || DEFAULT_TIME;
+  const packet = Number(params.get("packet")) || null;
+  filterBar.text = filter;
+  el.timeFormat.value = time;
+  const sameList = filter === state.filter && time === state.timeFormat;
+  state.timeFormat = el.timeFormat.value || DEFAULT_TIME;
+  state.packet = packet;
+  if (!state.loaded) {
+    state.filter = filter;
+    return;
+  }
+  if (!sameList) {
+    await applyFilter(filter, { push: false });
+  } else if (packet) {
+    await list.selectNumber(packet, { center: true });
+  } else {
+    list.clearSelection();
+    detail.clear();
+    showSelected(null);
+  }
+});
+
+document.addEventListener("keydown", (event) => {
+  // Ctrl-/ focuses the display filter, as in Wireshark.
+  if ((event.ctrlKey || event.metaKey) && event.key === "/") {
+    event.preventDefault();
+    filterBar.focus();
+  }
+});
+
+// ---- loading the capture ------------------------------------------------------------------
+
+async function loaded() {
+  state.loaded = true;
+  setLoadState("ready", "Ready");
+  const applied = await applyFilter(state.filter, { push: false });
+  if (!applied && state.filter) {
+    // A bad filter in the URL: keep it in the bar with its error and show every packet.
+    const error = document.getElementById("filter-error").textContent;
+    state.filter = "";
+    await applyFilter("", { push: false });
+    filterBar.showState("invalid", error);
+  }
+  if (document.activeElement === document.body) el.listRoot.focus({ preventScroll: true });
+}
+
+function followLoad() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  let settled = false;
+  let socket;
+  const fallback = () => {
+    // No websocket: the API answers once the engine has loaded the capture.
+    if (settled) return;
+    settled = true;
+    setLoadState("loading", "Loading…");
+    loaded();
+  };
+  try {
+    socket = new WebSocket(`${scheme}//${location.host}${data.websocketPath}`);
+  } catch {
+    fallback();
+    return;
+  }
+  socket.addEventListener("message", (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    switch (message.type) {
+      case "load.progress": {
+        const fraction = message.file_size ? message.bytes_read / message.file_size : 0;
+        setLoadState("loading", `Loading… ${Math.floor(fraction * 100)}%`, fraction);
+        break;
+      }
+      case "load.rows":
+        // The first rows, read while the engine loads; they are unfiltered.
+        if (!state.filter && Array.isArray(message.packets)) {
+          list.showProvisional(message.packets, message.total);
+        }
+        break;
+      case "load.done":
+        settled = true;
+        socket.close();
+        loaded();
+        break;
+      case "load.failed":
+        settled = true;
+        socket.close();
+        setLoadState("failed", `Loading failed: ${message.error}`);
+        list.setMessage(`The capture could not be loaded: ${message.error}`);
+        break;
+      default:
+        break;
+    }
+  });
+  socket.addEventListener("close", fallback);
+  socket.addEventListener("error", fallback);
+}
+
+// ---- resizable panes ----------------------------------------------------------------------
+
+function restoreSizes() {
+  try {
+    const sizes = JSON.parse(localStorage.getItem(SIZES_KEY) || "{}");
+    for (const name of ["list-h", "tree-h"]) {
+      if (typeof sizes[name] === "number" && sizes[name] > 0) el.panes.style.setProperty(`--${name}`, `${sizes[name]}px`);
+    }
+  } catch {
+    // Sizes are a convenience.
+  }
+}
+
+function saveSize(name, pixels) {
+  try {
+    const sizes = JSON.parse(localStorage.getItem(SIZES_KEY) || "{}");
+    sizes[name] = pixels;
+    localStorage.setItem(SIZES_KEY, JSON.stringify(sizes));
+  } catch {
+    // Sizes are a convenience.
+  }
+}
+
+function resize(splitter, pixels) {
+  const name = splitter.dataset.resize;
+  const limit = el.panes.clientHeight - 120;
+  const size = Math.round(Math.min(Math.max(40, pixels), Math.max(40, limit)));
+  el.panes.style.setProperty(`--${name}`, `${size}px`);
+  saveSize(name, size);
+}
+
+el.panes.addEventListener("pointerdown", (event) => {
+  const splitter = event.target.closest(".splitter[data-resize]");
+  if (!splitter || event.button !== 0) return;
+  event.preventDefault();
+  const above = splitter.previousElementSibling;
+  const startY = event.clientY;
+  const startHeight = above.getBoundingClientRect().height;
+  splitter.setPointerCapture(event.pointerId);
+  splitter.classList.add("dragging");
+  const move = (moveEvent) => resize(splitter, startHeight + moveEvent.clientY - startY);
+  const up = () => {
+    splitter.classList.remove("dragging");
+    splitter.removeEventListener("pointermove", move);
+    splitter.removeEventListener("pointerup", up);
+    splitter.removeEventListener("pointercancel", up);
+  };
+  splitter.addEventListener("pointermove", move);
+  splitter.addEventListener("pointerup", up);
+  splitter.addEventListener("pointercancel", up);
+});
+
+el.panes.addEventListener("keydown", (event) => {
+  const splitter = event.target.closest(".splitter[data-resize]");
+  if (!splitter || (event.key !== "ArrowUp" && event.key !== "ArrowDown")) return;
+  event.preventDefault();
+  const height = splitter.previousElementSibling.getBoundingClientRect().height;
+  resize(splitter, height + (event.key === "ArrowDown" ? 20 : -20));
+});
+
+// ---- start --------------------------------------------------------------------------------
+
+restoreSizes();
+showCounts(Number(data.total) || 0, 0, true);
+el.displayed.textContent = "Displayed: …";
+showSelected(state.packet);
+setLoadState("loading", "Loading…");
+followLoad();
