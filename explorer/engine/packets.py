@@ -32,6 +32,10 @@ COUNT_INTERVAL_MS = 2_000_000_000
 
 MAX_FILTER_LENGTH = 1024
 
+# Filter syntax does not change while the server runs: remember recent verdicts.
+CHECKED_FILTERS_KEPT = 2000
+_checked_filters: dict[str, str | None] = {}
+
 
 @dataclass
 class PacketRow:
@@ -83,13 +87,18 @@ async def count(path: Path, filter_text: str = "") -> int:
     """Return how many packets of the capture match the display filter (all without one)."""
     sessions = engine().sessions(path)
     expression = _validated_filter(filter_text)
+    # A stored file never changes, so a count is computed once per filter; `intervals`
+    # walks every frame even when sharkd has the filter's result cached.
+    if expression in sessions.counts:
+        return sessions.counts[expression]
     if expression is None:
         await sessions.wait_loaded()
         result = await sessions.call("status")
-        return int(result["frames"])
-    params = {"interval": COUNT_INTERVAL_MS, "filter": expression}
-    result = await sessions.call("intervals", params, filter_text=expression)
-    return int(result["frames"])
+    else:
+        params = {"interval": COUNT_INTERVAL_MS, "filter": expression}
+        result = await sessions.call("intervals", params, filter_text=expression)
+    sessions.counts[expression] = int(result["frames"])
+    return sessions.counts[expression]
 
 
 async def packets(
@@ -190,17 +199,25 @@ async def detail(path: Path, number: int) -> PacketDetail:
 
 async def check_filter(filter_text: str) -> str | None:
     """Return the engine's message when the display filter is invalid, else None."""
-    expression = _validated_filter(filter_text)
+    try:
+        expression = _validated_filter(filter_text)
+    except RequestTooLong as error:
+        return error.message
     if expression is None:
         return None
+    if expression in _checked_filters:
+        return _checked_filters[expression]
+    problem = None
     try:
         await engine().sessions(None).call("check", {"filter": expression})
     except RequestTooLong as error:
-        return error.message
+        problem = error.message
     except EngineError as error:
-        message = error.message
-        return message.removeprefix("Filter invalid - ")
-    return None
+        problem = error.message.removeprefix("Filter invalid - ")
+    if len(_checked_filters) >= CHECKED_FILTERS_KEPT:
+        _checked_filters.pop(next(iter(_checked_filters)))
+    _checked_filters[expression] = problem
+    return problem
 
 
 async def complete_field(prefix: str, limit: int = 50) -> list[dict[str, str]]:

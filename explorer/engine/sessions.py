@@ -35,6 +35,7 @@ class CaptureSessions:
         self.processes: list[SharkdProcess] = []
         self.changed = asyncio.Condition()
         self.load_error: EngineError | None = None
+        self.counts: dict[str | None, int] = {}
 
     def _spawn(self) -> SharkdProcess:
         process = SharkdProcess(self.path)
