@@ -41,7 +41,6 @@ class SharkdProcess:
         self._next_id = 1
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
 
     @property
     def alive(self) -> bool:
@@ -68,20 +67,17 @@ class SharkdProcess:
             return
         # sharkd 4.0 never answers `load` for a file cut short in the middle of a packet,
         # though it has loaded what it could; the `status` queued behind it always answers.
-        load = asyncio.create_task(self.request("load", {"file": str(self.capture_path)}, slow=True))
+        load_id, load = self._send("load", {"file": str(self.capture_path)})
         try:
             self.status = await self.request("status", slow=True)
-            await asyncio.sleep(0)
             if load.done():
                 load.result()
-            else:
-                load.cancel()
         except EngineError as error:
-            load.cancel()
             self.load_error = error
             self.kill()
             raise
         finally:
+            self._waiting.pop(load_id, None)
             self.loaded.set()
 
     def bytes_read(self) -> int:
@@ -97,10 +93,8 @@ class SharkdProcess:
             pass
         return 0
 
-    async def request(
-        self, method: str, params: dict[str, Any] | None = None, *, slow: bool = False
-    ) -> Any:
-        """Send one request and return its result, or raise EngineError with sharkd's message."""
+    def _send(self, method: str, params: dict[str, Any] | None) -> tuple[int, asyncio.Future[Any]]:
+        """Write one request line now (so requests reach sharkd in call order); return its future."""
         if not self.alive or self.process is None or self.process.stdin is None:
             raise EngineCrashed("the dissection engine is not running")
         request_id = self._next_id
@@ -115,13 +109,23 @@ class SharkdProcess:
             )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
+        self.process.stdin.write(line)
+        return request_id, future
+
+    async def request(
+        self, method: str, params: dict[str, Any] | None = None, *, slow: bool = False
+    ) -> Any:
+        """Send one request and return its result, or raise EngineError with sharkd's message."""
+        request_id, future = self._send(method, params)
+        return await self._answer(request_id, future, slow)
+
+    async def _answer(self, request_id: int, future: asyncio.Future[Any], slow: bool) -> Any:
+        assert self.process is not None and self.process.stdin is not None
         self.pending += 1
         self.slow_pending += slow
         self.last_used = time.monotonic()
         try:
-            async with self._write_lock:
-                self.process.stdin.write(line)
-                await self.process.stdin.drain()
+            await self.process.stdin.drain()
             return await future
         except (BrokenPipeError, ConnectionResetError) as error:
             raise EngineCrashed("the dissection engine stopped unexpectedly") from error
