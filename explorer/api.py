@@ -8,7 +8,6 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from asgiref.sync import sync_to_async
 from django.http import FileResponse, Http404, HttpRequest
 from ninja import NinjaAPI, Query, Schema
 from ninja.errors import HttpError
@@ -16,10 +15,10 @@ from ninja.errors import HttpError
 from . import captures
 from .access import capture_for
 from .engine import packets as engine_packets
-from .engine.errors import EngineError, NotACapture
+from .engine.errors import EngineError
 from .engine.sessions import engine
 from .models import Capture
-from .uploads import StagedFile
+from .uploads import staged_uploads
 
 api = NinjaAPI(
     title="Capture Explorer API", version="1", urls_namespace="api", openapi_url="/schema/", docs_url="/docs"
@@ -192,19 +191,10 @@ def not_found(request: HttpRequest, exc: Http404) -> Any:
     summary="Upload capture files (multipart field `file`, repeatable)",
 )
 async def upload(request: HttpRequest) -> tuple[int, dict[str, Any]]:
-    # Parsing the multipart body writes the files to disk: do it off the event loop.
-    files = await sync_to_async(lambda: request.FILES.getlist("file"), thread_sensitive=False)()
-    errors = [{"name": captures.display_name(name or ""), "error": message}
-              for name, message in getattr(request, "upload_errors", [])]
-    stored: list[Capture] = []
-    for staged in files:
-        if not isinstance(staged, StagedFile):
-            continue
-        try:
-            stored.append(await captures.store(staged))
-        except NotACapture as error:
-            errors.append({"name": captures.display_name(staged.name or ""), "error": error.message})
-    if not files and not errors:
+    uploads = staged_uploads(request)
+    stored, rejected = await captures.store_uploads(uploads)
+    errors = [{"name": name, "error": message} for name, message in rejected]
+    if not uploads.files and not errors:
         errors.append({"name": "", "error": "no file in the request (multipart field `file`)"})
     body = {
         "captures": [capture_out(c) for c in stored],

@@ -14,7 +14,7 @@ from .engine import capinfo
 from .engine.errors import NotACapture
 from .engine.sessions import engine
 from .models import Capture
-from .uploads import StagedFile, limit_message, staging_dir
+from .uploads import StagedFile, StagedUploads, limit_message, staging_dir
 
 MAX_NAME_LENGTH = 200
 
@@ -32,7 +32,6 @@ async def store(staged: StagedFile) -> Capture:
         info = await capinfo.read(staged.staging_path)
         stored_as = f"{uuid.uuid4().hex}.cap"
         destination = Path(settings.CAPTURES_DIR) / stored_as
-        staged.close()
         # The staging folder is inside CAPTURES_DIR, so this rename is atomic: a file is
         # either absent or complete, and a row exists only for a complete file.
         os.replace(staged.staging_path, destination)
@@ -68,6 +67,18 @@ async def store(staged: StagedFile) -> Capture:
         staged.discard()
 
 
+async def store_uploads(uploads: StagedUploads) -> tuple[list[Capture], list[tuple[str, str]]]:
+    """Store every staged file; return the captures and (display name, message) per rejection."""
+    stored: list[Capture] = []
+    errors = [(display_name(name), message) for name, message in uploads.errors]
+    for staged in uploads.files:
+        try:
+            stored.append(await store(staged))
+        except NotACapture as error:
+            errors.append((display_name(staged.name or ""), error.message))
+    return stored, errors
+
+
 def stage_local_file(path: Path) -> StagedFile:
     """Copy a local file into the staging folder while hashing it (for import_capture)."""
     size = path.stat().st_size
@@ -92,4 +103,3 @@ async def delete(capture: Capture) -> None:
     path = capture.path
     await capture.adelete()
     await sync_to_async(path.unlink)(missing_ok=True)
-

@@ -44,12 +44,12 @@ class Capture(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def get_absolute_url(self) -> str:
+        return reverse("explorer:capture", args=[self.pk])
+
     @property
     def path(self) -> Path:
         return Path(settings.CAPTURES_DIR) / self.stored_as
-
-    def get_absolute_url(self) -> str:
-        return reverse("explorer:capture", args=[self.pk])
 
     def properties(self) -> dict[str, Any]:
         """Return the properties shown on the page and in the API, in Wireshark's order."""

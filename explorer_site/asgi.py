@@ -7,17 +7,30 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "explorer_site.settings")
 django_asgi_app = get_asgi_application()
 
-from explorer.limits import BodySizeLimit  # noqa: E402
+from daphne.http_protocol import WebRequest  # noqa: E402
+
+_web_request_init = WebRequest.__init__
+
+
+def _web_request_without_form_parsing(self: WebRequest, *args: object, **kwargs: object) -> None:
+    # Twisted parses every POSTed form into request.args with the email package, which held
+    # about fifteen times a multipart upload in memory; daphne never reads request.args.
+    _web_request_init(self, *args, **kwargs)
+    self._parsePOSTFormSubmission = False
+
+
+WebRequest.__init__ = _web_request_without_form_parsing
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from explorer.routing import websocket_urlpatterns  # noqa: E402
+from explorer.uploads import UploadStream  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": BodySizeLimit(django_asgi_app),
+        "http": UploadStream(django_asgi_app),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -106,8 +106,6 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Capture files: uploads are streamed to a staging folder and moved in when complete.
 CAPTURES_DIR = Path(os.environ.get("CAPTURES_DIR", BASE_DIR / "captures"))
 MAX_UPLOAD_MB = env_int("MAX_UPLOAD_MB", 2048)
-FILE_UPLOAD_TEMP_DIR = None
-FILE_UPLOAD_HANDLERS = ["explorer.uploads.CaptureUploadHandler"]
 
 # The dissection engine (Wireshark's sharkd, tshark and capinfos).
 WIRESHARK_BIN_DIR = os.environ.get("WIRESHARK_BIN_DIR", "")

@@ -100,8 +100,13 @@ def parse(output: str) -> CaptureInfo:
         interfaces=interfaces,
         extra={
             key: values[key]
-            for key in ("Packet size limit", "Strict time order", "Capture hardware",
-                        "Capture oper-sys", "Capture application")
+            for key in (
+                "Packet size limit",
+                "Strict time order",
+                "Capture hardware",
+                "Capture oper-sys",
+                "Capture application",
+            )
             if key in values
         },
     )

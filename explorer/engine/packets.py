@@ -60,7 +60,9 @@ class PacketPage:
 def _validated_filter(filter_text: str) -> str | None:
     filter_text = filter_text.strip()
     if len(filter_text) > MAX_FILTER_LENGTH:
-        raise RequestTooLong(f"display filter too long ({len(filter_text)} characters, limit {MAX_FILTER_LENGTH})")
+        raise RequestTooLong(
+            f"display filter too long ({len(filter_text)} characters, limit {MAX_FILTER_LENGTH})"
+        )
     return filter_text or None
 
 
@@ -182,8 +184,10 @@ def _node(raw: dict[str, Any]) -> TreeNode:
 
 async def detail(path: Path, number: int) -> PacketDetail:
     """Return a packet's protocol tree and its bytes, with extra data sources after the frame."""
-    result = await engine().sessions(path).call(
-        "frame", {"frame": number, "proto": True, "bytes": True, "columns": True}
+    result = (
+        await engine()
+        .sessions(path)
+        .call("frame", {"frame": number, "proto": True, "bytes": True, "columns": True})
     )
     sources = [DataSource("Frame", base64.b64decode(result.get("bytes", "")))]
     for extra in result.get("ds", []):

@@ -112,9 +112,7 @@ class SharkdProcess:
         self.process.stdin.write(line)
         return request_id, future
 
-    async def request(
-        self, method: str, params: dict[str, Any] | None = None, *, slow: bool = False
-    ) -> Any:
+    async def request(self, method: str, params: dict[str, Any] | None = None, *, slow: bool = False) -> Any:
         """Send one request and return its result, or raise EngineError with sharkd's message."""
         request_id, future = self._send(method, params)
         return await self._answer(request_id, future, slow)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -14,9 +13,8 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import captures
 from ..access import capture_for
-from ..engine.errors import NotACapture
 from ..models import Capture
-from ..uploads import StagedFile
+from ..uploads import staged_uploads
 from . import display
 from .common import not_found_page, varies_on_htmx, wants_partial
 
@@ -110,22 +108,13 @@ async def capture_list(request: HttpRequest) -> HttpResponse:
 @require_POST
 async def upload(request: HttpRequest) -> HttpResponse:
     """Store the files posted by the page's plain form (the script uploads through the API)."""
-    # Parsing the multipart body writes the files to disk: do it off the event loop.
-    files = await sync_to_async(lambda: request.FILES.getlist("file"), thread_sensitive=False)()
-    errors: list[tuple[str, str]] = list(getattr(request, "upload_errors", []))
-    stored: list[Capture] = []
-    for staged in files:
-        if not isinstance(staged, StagedFile):
-            continue
-        try:
-            stored.append(await captures.store(staged))
-        except NotACapture as error:
-            errors.append((staged.name or "", error.message))
+    uploads = staged_uploads(request)
+    stored, errors = await captures.store_uploads(uploads)
     for name, message in errors:
-        messages.error(request, f"{captures.display_name(name or '')}: {message}")
+        messages.error(request, f"{name}: {message}")
     for capture in stored:
         messages.success(request, f"{capture.name}: stored, {capture.packets} packets")
-    if not files and not errors:
+    if not uploads.files and not errors:
         messages.error(request, "Choose one or more capture files to upload.")
     return redirect("explorer:capture_list")
 

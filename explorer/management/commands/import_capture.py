@@ -36,4 +36,9 @@ class Command(BaseCommand):
             capture = await captures.store(staged)
         except NotACapture as error:
             return {"path": str(path), "error": error.message}
-        return {"path": str(path), "id": capture.pk, "url": capture.get_absolute_url(), "warning": capture.warning}
+        return {
+            "path": str(path),
+            "id": capture.pk,
+            "url": capture.get_absolute_url(),
+            "warning": capture.warning,
+        }
