@@ -14,7 +14,7 @@ from django.http import Http404
 from .access import capture_for
 from .engine import packets, preview
 from .engine.errors import EngineError
-from .engine.sessions import engine
+from .engine.sessions import CaptureSessions, engine
 from .models import Capture
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
     """Push `load.progress`, `load.rows`, then `load.done` (or `load.failed`) for one capture."""
 
     capture: Capture
+    sessions: CaptureSessions
     task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
@@ -35,16 +36,18 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         await self.accept()
+        self.sessions = engine().sessions(self.capture.path)
+        self.sessions.viewer_joined()
         self.task = asyncio.create_task(self.follow_load())
 
     async def disconnect(self, code: int) -> None:
         if self.task is not None:
             self.task.cancel()
+            self.sessions.viewer_left()
 
     async def follow_load(self) -> None:
         path = self.capture.path
-        sessions = engine().sessions(path)
-        loaded = asyncio.create_task(sessions.wait_loaded(self.progress))
+        loaded = asyncio.create_task(self.sessions.wait_loaded(self.progress))
         rows_task = asyncio.create_task(preview.first_rows(path))
         try:
             done, _ = await asyncio.wait({loaded, rows_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -133,7 +133,15 @@ async def packets(
         params[f"column{index}"] = column
     rows: list[dict[str, Any]] = []
     if limit > 0 and offset < displayed:
-        rows = await engine().sessions(path).call("frames", params, filter_text=expression)
+        sessions = engine().sessions(path)
+        # Viewers of one capture mostly ask for the same aligned pages; a remembered page is
+        # answered even while the session re-dissects the capture for someone's new filter.
+        key = (expression, time_format, offset, limit)
+        cached = sessions.pages.get(key)
+        if cached is None:
+            cached = await sessions.call("frames", params, filter_text=expression)
+            sessions.remember_page(key, cached)
+        rows = cached
     return PacketPage(total, displayed, [_row(raw, time_format, precision) for raw in rows])
 
 

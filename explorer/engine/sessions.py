@@ -2,9 +2,11 @@
 
 A sharkd session answers one request at a time, and a new display filter makes it re-dissect
 every frame (seconds on a large capture). So that such a request does not freeze paging and
-packet details for everyone else, a capture may get a second session while its first one is
-busy with slow work; the extra one is evicted soon after it falls idle, so steady-state memory
-stays that of one session per open capture.
+packet details for everyone else, a capture watched by several viewers at once keeps a second
+session loaded, and fast requests go to whichever session is not re-dissecting. A capture with
+one viewer costs one session (that viewer is waiting for their own filter anyway); if fast work
+still finds every session busy with slow work, another session is started and the request
+goes to whichever is free first. Extra sessions are evicted soon after they fall idle.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 
@@ -23,7 +26,8 @@ from .sharkd import SharkdProcess
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
+# Pages of packet rows remembered per capture (a page of 200 rows is about 60 KB).
+PAGES_KEPT = 256
 
 
 class CaptureSessions:
@@ -36,6 +40,24 @@ class CaptureSessions:
         self.changed = asyncio.Condition()
         self.load_error: EngineError | None = None
         self.counts: dict[str | None, int] = {}
+        self.pages: OrderedDict[Hashable, Any] = OrderedDict()
+        self.viewers = 0
+
+    def viewer_joined(self) -> None:
+        """Count a viewer; with more than one, keep a standby session loaded for fast work."""
+        self.viewers += 1
+        if self.viewers > 1 and len(self.processes) < self.max_processes:
+            self._spawn()
+
+    def viewer_left(self) -> None:
+        self.viewers = max(0, self.viewers - 1)
+
+    def remember_page(self, key: Hashable, rows: Any) -> None:
+        """Keep a page of rows, forgetting the least recently used beyond PAGES_KEPT."""
+        self.pages[key] = rows
+        self.pages.move_to_end(key)
+        while len(self.pages) > PAGES_KEPT:
+            self.pages.popitem(last=False)
 
     def _spawn(self) -> SharkdProcess:
         process = SharkdProcess(self.path)
@@ -155,7 +177,8 @@ class CaptureSessions:
             if process.pending or not process.loaded.is_set():
                 continue
             idle = now - process.last_used
-            if idle > keep_seconds or (index > 0 and idle > extra_seconds):
+            standby = index > 0 and self.viewers > 1
+            if idle > keep_seconds or (index > 0 and not standby and idle > extra_seconds):
                 self._forget(process)
                 await process.close()
 
