@@ -13,7 +13,7 @@ from django.conf import settings
 from .engine import capinfo
 from .engine.errors import NotACapture
 from .engine.sessions import engine
-from .models import Capture
+from .models import Capture, nanoseconds
 from .uploads import StagedFile, StagedUploads, limit_message, staging_dir
 
 MAX_NAME_LENGTH = 200
@@ -47,9 +47,9 @@ async def store(staged: StagedFile) -> Capture:
                 precision_digits=info.precision_digits,
                 packets=info.packets,
                 data_size=info.data_size,
-                first_time=info.first_time,
-                last_time=info.last_time,
-                duration=info.duration,
+                first_ns=nanoseconds(info.first_time),
+                last_ns=nanoseconds(info.last_time),
+                duration_ns=nanoseconds(info.duration),
                 data_byte_rate=info.data_byte_rate,
                 data_bit_rate=info.data_bit_rate,
                 average_packet_size=info.average_packet_size,

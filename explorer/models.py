@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
+
+NS_PER_SECOND = 1_000_000_000
+
+
+def nanoseconds(seconds: Decimal | None) -> int | None:
+    """Return a number of seconds as whole nanoseconds."""
+    return None if seconds is None else int(seconds * NS_PER_SECOND)
 
 
 class Capture(models.Model):
@@ -25,9 +33,11 @@ class Capture(models.Model):
     precision_digits = models.PositiveSmallIntegerField(default=6)
     packets = models.BigIntegerField()
     data_size = models.BigIntegerField(default=0)
-    first_time = models.DecimalField(max_digits=22, decimal_places=9, null=True)
-    last_time = models.DecimalField(max_digits=22, decimal_places=9, null=True)
-    duration = models.DecimalField(max_digits=22, decimal_places=9, null=True)
+    # Whole nanoseconds: exact for nanosecond files and sortable (SQLite would store a
+    # decimal as a float with 15 significant digits and lose the last ones).
+    first_ns = models.BigIntegerField(null=True)
+    last_ns = models.BigIntegerField(null=True)
+    duration_ns = models.BigIntegerField(null=True)
     data_byte_rate = models.FloatField(null=True)
     data_bit_rate = models.FloatField(null=True)
     average_packet_size = models.FloatField(null=True)
@@ -50,6 +60,23 @@ class Capture(models.Model):
     @property
     def path(self) -> Path:
         return Path(settings.CAPTURES_DIR) / self.stored_as
+
+    def _seconds(self, nanoseconds: int | None) -> Decimal | None:
+        if nanoseconds is None:
+            return None
+        return (Decimal(nanoseconds) / NS_PER_SECOND).quantize(Decimal(1).scaleb(-self.precision_digits))
+
+    @property
+    def first_time(self) -> Decimal | None:
+        return self._seconds(self.first_ns)
+
+    @property
+    def last_time(self) -> Decimal | None:
+        return self._seconds(self.last_ns)
+
+    @property
+    def duration(self) -> Decimal | None:
+        return self._seconds(self.duration_ns)
 
     def properties(self) -> dict[str, Any]:
         """Return the properties shown on the page and in the API, in Wireshark's order."""

@@ -46,7 +46,7 @@ class CaptureSessions:
     def viewer_joined(self) -> None:
         """Count a viewer; with more than one, keep a standby session loaded for fast work."""
         self.viewers += 1
-        if self.viewers > 1 and len(self.processes) < self.max_processes:
+        while self.viewers > 1 and len(self.processes) < min(2, self.max_processes):
             self._spawn()
 
     def viewer_left(self) -> None:
@@ -110,7 +110,11 @@ class CaptureSessions:
                     self._spawn()
                 elif not loading and ready:
                     return min(ready, key=lambda p: p.slow_pending)
-                await self.changed.wait()
+                # Also wake up now and then: a process that dies on its own notifies nobody.
+                try:
+                    await asyncio.wait_for(self.changed.wait(), 0.5)
+                except TimeoutError:
+                    pass
 
     async def call(
         self, method: str, params: dict[str, Any] | None = None, *, filter_text: str | None = None

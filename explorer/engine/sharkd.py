@@ -35,6 +35,7 @@ class SharkdProcess:
         self.load_error: EngineError | None = None
         self.filters_done: set[str] = set()
         self.status: dict[str, Any] = {}
+        self.killed = False
         self.pending = 0
         self.slow_pending = 0
         self.last_used = time.monotonic()
@@ -44,7 +45,7 @@ class SharkdProcess:
 
     @property
     def alive(self) -> bool:
-        return self.process is not None and self.process.returncode is None
+        return self.process is not None and self.process.returncode is None and not self.killed
 
     @property
     def pid(self) -> int | None:
@@ -81,14 +82,19 @@ class SharkdProcess:
             self.loaded.set()
 
     def bytes_read(self) -> int:
-        """Return how many bytes of input the process has read: load progress for a file."""
-        if not self.alive or self.pid is None:
+        """Return how far sharkd has read into the capture file: load progress."""
+        if not self.alive or self.pid is None or self.capture_path is None:
             return 0
+        # The position of the descriptor open on the capture; the process also reads
+        # name-resolution files at start-up, so its total read count would overstate.
+        target = str(self.capture_path.resolve())
         try:
-            with open(f"/proc/{self.pid}/io") as io:
-                for line in io:
-                    if line.startswith("rchar:"):
-                        return int(line.split()[1])
+            for fd in os.listdir(f"/proc/{self.pid}/fd"):
+                if os.readlink(f"/proc/{self.pid}/fd/{fd}") == target:
+                    with open(f"/proc/{self.pid}/fdinfo/{fd}") as info:
+                        for line in info:
+                            if line.startswith("pos:"):
+                                return int(line.split()[1])
         except OSError:
             pass
         return 0
@@ -96,7 +102,8 @@ class SharkdProcess:
     def _send(self, method: str, params: dict[str, Any] | None) -> tuple[int, asyncio.Future[Any]]:
         """Write one request line now (so requests reach sharkd in call order); return its future."""
         if not self.alive or self.process is None or self.process.stdin is None:
-            raise EngineCrashed("the dissection engine is not running")
+            code = self.process.returncode if self.process else None
+            raise EngineCrashed(f"the dissection engine stopped unexpectedly (exit {code})")
         request_id = self._next_id
         self._next_id += 1
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
@@ -175,6 +182,7 @@ class SharkdProcess:
 
     def kill(self) -> None:
         """Kill the process group; safe to call more than once."""
+        self.killed = True
         if self.process is None or self.process.returncode is not None:
             return
         try:

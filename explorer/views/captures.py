@@ -23,8 +23,8 @@ SORTS = {
     "name": "name",
     "size": "size",
     "packets": "packets",
-    "first": "first_time",
-    "duration": "duration",
+    "first": "first_ns",
+    "duration": "duration_ns",
     "uploaded": "uploaded_at",
 }
 DEFAULT_SORT = "-uploaded"

@@ -1,0 +1,116 @@
+"""sharkd sessions: shared, restarted when they die, and not blocking fast work behind slow work."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from explorer.engine import packets
+from explorer.engine.errors import EngineCrashed, EngineError
+from explorer.engine.sessions import CaptureSessions, engine
+
+from .conftest import shared_capture, tshark_numbers
+
+pytestmark = pytest.mark.engine
+
+
+@pytest.fixture(autouse=True)
+async def closed_engine() -> AsyncIterator[None]:
+    yield
+    await engine().close()
+
+
+def sharkd_pids(sessions: CaptureSessions) -> list[int]:
+    return [p.pid for p in sessions.processes if p.alive and p.pid is not None]
+
+
+async def test_viewers_of_a_capture_share_one_session() -> None:
+    path = shared_capture("http_espn.pcapng")
+    await asyncio.gather(*(packets.packets(path, "", offset, 50) for offset in range(0, 900, 50)))
+    assert len(sharkd_pids(engine().sessions(path))) == 1
+
+
+async def test_a_killed_session_is_restarted_transparently() -> None:
+    path = shared_capture("http_google.pcapng")
+    first = await packets.packets(path, "http", 0, 10)
+    sessions = engine().sessions(path)
+    [pid] = sharkd_pids(sessions)
+    os.killpg(pid, signal.SIGKILL)
+    await asyncio.sleep(0.2)
+    again = await packets.packets(path, "http", 0, 10)
+    assert again.packets == first.packets
+    detail = await packets.detail(path, 4)
+    assert detail.tree[0].label.startswith("Frame 4:")
+    assert sharkd_pids(sessions) and sharkd_pids(sessions) != [pid]
+
+
+async def test_an_engine_that_keeps_dying_gives_a_clear_error(settings, tmp_path: Path) -> None:
+    fake = tmp_path / "sharkd"
+    fake.write_text("#!/bin/sh\nexit 3\n")
+    fake.chmod(0o755)
+    settings.WIRESHARK_BIN_DIR = str(tmp_path)
+    with pytest.raises(EngineCrashed, match="stopped unexpectedly"):
+        await packets.detail(shared_capture("http_google.pcapng"), 1)
+
+
+async def test_a_missing_file_is_reported_by_the_engine(tmp_path: Path) -> None:
+    with pytest.raises(EngineError):
+        await packets.packets(tmp_path / "gone.pcap")
+
+
+async def test_a_truncated_file_loads_what_is_readable() -> None:
+    page = await packets.packets(shared_capture("truncated_dns_2.pcap"))
+    assert page.total == 1 and page.packets[0].protocol == "DNS"
+
+
+@pytest.fixture(scope="module")
+def large_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A capture large enough that a new filter takes a noticeable time (about 100k packets)."""
+    path = tmp_path_factory.mktemp("large") / "large.pcap"
+    source = shared_capture("synscan.pcapng")
+    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 50, check=True)
+    return path
+
+
+@pytest.mark.slow
+async def test_fast_work_is_not_held_behind_a_new_filter_when_several_watch(large_capture: Path) -> None:
+    sessions = engine().sessions(large_capture)
+    sessions.viewer_joined()
+    sessions.viewer_joined()
+    await sessions.wait_loaded()
+    while sum(p.loaded.is_set() and p.alive for p in sessions.processes) < 2:
+        await asyncio.sleep(0.05)
+
+    started = time.monotonic()
+    new_filter = asyncio.create_task(packets.packets(large_capture, "tcp.flags.reset == 1 && frame.len > 10"))
+    await asyncio.sleep(0.05)
+    detail = await packets.detail(large_capture, 70_000)
+    page = await packets.packets(large_capture, "", 90_000, 100)
+    fast_done = time.monotonic() - started
+    filtered = await new_filter
+    filter_done = time.monotonic() - started
+
+    assert detail.tree[0].label.startswith("Frame 70000:")
+    assert page.packets[0].number == 90_001
+    assert fast_done < filter_done / 2, (fast_done, filter_done)
+    expected = tshark_numbers(large_capture, "tcp.flags.reset == 1 && frame.len > 10")
+    assert filtered.displayed == len(expected)
+
+
+async def test_idle_sessions_are_evicted() -> None:
+    path = shared_capture("tcp_handshake.pcapng")
+    await packets.packets(path)
+    sessions = engine().sessions(path)
+    [pid] = sharkd_pids(sessions)
+    await sessions.evict_idle(keep_seconds=0, extra_seconds=0)
+    assert sessions.processes == []
+    await asyncio.sleep(0.2)
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
