@@ -33,9 +33,7 @@ def shared_capture(name: str) -> Path:
 
 def shared_capture_names() -> list[str]:
     """Return every capture file in the shared folder (everything but the manifest and key logs)."""
-    return sorted(
-        p.name for p in SHARED_CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz")
-    )
+    return sorted(p.name for p in SHARED_CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
 
 
 def free_port() -> int:
@@ -65,7 +63,11 @@ class Server:
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, str(ROOT / "manage.py"), *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=300,
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
 
     def start(self) -> None:
@@ -73,9 +75,21 @@ class Server:
         assert migrated.returncode == 0, migrated.stderr
         self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
-             "explorer_site.asgi:application"],
-            env=self.env, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "daphne",
+                "-b",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "explorer_site.asgi:application",
+            ],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -98,8 +112,9 @@ class Server:
     def children(self) -> list[int]:
         """Return the pids of the server's child processes (sharkd sessions, tshark)."""
         assert self.process is not None
-        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(self.process.pid)],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
+        )
         return [int(pid) for pid in out.stdout.split()]
 
 
@@ -133,14 +148,19 @@ def uploaded(api: httpx.Client) -> dict[str, dict[str, Any]]:
 
 
 def tshark(*args: str) -> str:
-    result = subprocess.run(
-        ["tshark", *args], capture_output=True, text=True, timeout=300, errors="replace"
-    )
+    result = subprocess.run(["tshark", *args], capture_output=True, text=True, timeout=300, errors="replace")
     return result.stdout
 
 
-COLUMN_FIELDS = ["_ws.col.No.", "_ws.col.Time", "_ws.col.Source", "_ws.col.Destination",
-                 "_ws.col.Protocol", "_ws.col.Length", "_ws.col.Info"]
+COLUMN_FIELDS = [
+    "_ws.col.No.",
+    "_ws.col.Time",
+    "_ws.col.Source",
+    "_ws.col.Destination",
+    "_ws.col.Protocol",
+    "_ws.col.Length",
+    "_ws.col.Info",
+]
 
 
 def tshark_rows(path: Path, display_filter: str = "", *options: str) -> list[list[str]]:
@@ -163,8 +183,9 @@ def all_packets(client: httpx.Client, capture_id: int, **params: str) -> list[di
     """Fetch every displayed packet of a capture through the API, page by page."""
     rows: list[dict[str, Any]] = []
     while True:
-        page = client.get(f"/api/captures/{capture_id}/packets",
-                          params={**params, "offset": len(rows), "limit": 1000})
+        page = client.get(
+            f"/api/captures/{capture_id}/packets", params={**params, "offset": len(rows), "limit": 1000}
+        )
         assert page.status_code == 200, page.text
         body = page.json()
         rows += body["packets"]

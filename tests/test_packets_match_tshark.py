@@ -84,8 +84,9 @@ def test_it_colours_rows_with_wiresharks_rules(
     api: httpx.Client, uploaded: dict[str, Any], name: str
 ) -> None:
     rules = colouring_rules()
-    out = tshark("-2", "-r", str(shared_capture(name)), "--color", "-T", "fields",
-                 "-e", "frame.coloring_rule.name")
+    out = tshark(
+        "-2", "-r", str(shared_capture(name)), "--color", "-T", "fields", "-e", "frame.coloring_rule.name"
+    )
     expected = [rules.get(rule, (None, None)) for rule in out.split("\n")[:-1]]
     rows = all_packets(api, capture_id(uploaded, name))
     assert [(row["bg"], row["fg"]) for row in rows] == expected
@@ -159,22 +160,30 @@ def test_detail_tree_byte_ranges_fall_inside_the_packet(
             assert node["start"] + node["length"] <= len(sources[node["source"]]), node
 
 
-def test_the_tree_carries_generated_fields_and_expert_severity(api: httpx.Client, uploaded: dict[str, Any]) -> None:
+def test_the_tree_carries_generated_fields_and_expert_severity(
+    api: httpx.Client, uploaded: dict[str, Any]
+) -> None:
     ident = capture_id(uploaded, "tcp_retransmissions.pcapng")
-    retransmission = tshark_numbers(shared_capture("tcp_retransmissions.pcapng"), "tcp.analysis.retransmission")[0]
+    retransmission = tshark_numbers(
+        shared_capture("tcp_retransmissions.pcapng"), "tcp.analysis.retransmission"
+    )[0]
     nodes = walk(api.get(f"/api/captures/{ident}/packets/{retransmission}/").json()["tree"])
     assert any(node["generated"] for node in nodes)
     assert any(node["severity"] == "note" and node["filter"] == "tcp.analysis.flags" for node in nodes)
     assert any(node["filter"] == "_ws.expert" and "retransmission" in node["label"] for node in nodes)
 
 
-def test_reassembled_and_decompressed_bytes_are_extra_sources(api: httpx.Client, uploaded: dict[str, Any]) -> None:
+def test_reassembled_and_decompressed_bytes_are_extra_sources(
+    api: httpx.Client, uploaded: dict[str, Any]
+) -> None:
     ident = capture_id(uploaded, "http-content-gzip.pcap")
     response = tshark_numbers(shared_capture("http-content-gzip.pcap"), "http.content_encoding")
     detail = api.get(f"/api/captures/{ident}/packets/{response[-1]}/").json()
     names = [source["name"] for source in detail["sources"]]
     assert names[0] == "Frame"
-    assert any("Uncompressed" in name or "Dechunked" in name or "Reassembled" in name for name in names[1:]), names
+    assert any(
+        "Uncompressed" in name or "Dechunked" in name or "Reassembled" in name for name in names[1:]
+    ), names
 
 
 def test_a_bad_filter_gets_the_engines_message(api: httpx.Client, uploaded: dict[str, Any]) -> None:
@@ -198,7 +207,10 @@ def test_a_filter_longer_than_the_engine_accepts_is_refused_clearly(
 
 
 def test_filter_check_and_completion(api: httpx.Client) -> None:
-    assert api.get("/api/filters/check", params={"filter": "tcp.port == 80"}).json() == {"valid": True, "error": None}
+    assert api.get("/api/filters/check", params={"filter": "tcp.port == 80"}).json() == {
+        "valid": True,
+        "error": None,
+    }
     bad = api.get("/api/filters/check", params={"filter": "tcp.port = = 80"}).json()
     assert bad["valid"] is False and bad["error"]
     fields = [item["field"] for item in api.get("/api/fields/complete", params={"prefix": "http.req"}).json()]
