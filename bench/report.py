@@ -153,8 +153,13 @@ def rows(results: dict[str, Any]) -> list[Row]:
             "s",
             page,
         ),
+        Row("Standby session loaded once a second viewer joins", dig(srv, "standby_load_s"), None, "s"),
         Row(
-            "Page/details during another new filter (max)", dig(srv, "concurrency", "max_s"), None, "s", page
+            "Page/details during another viewer's new filter (max)",
+            dig(srv, "concurrency", "max_s"),
+            None,
+            "s",
+            page,
         ),
         Row(
             "Second new filter `tcp.analysis.retransmission` (with probes)",
@@ -168,6 +173,12 @@ def rows(results: dict[str, Any]) -> list[Row]:
             dig(raw, "memory_after_load", "rss_mb"),
             "MB",
             Target(MEMORY_RATIO, ratio=True),
+        ),
+        Row(
+            "Memory with two viewers (standby session)",
+            dig(srv, "memory_two_viewers_mb"),
+            dig(raw, "memory_after_load", "rss_mb"),
+            "MB",
         ),
         Row(
             "Memory peak (server sampled / sharkd VmHWM)",

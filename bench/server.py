@@ -10,6 +10,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -246,6 +247,37 @@ async def _measure_concurrency(client: httpx.AsyncClient, capture_id: int, total
     }
 
 
+async def _engine_sessions(client: httpx.AsyncClient, capture_id: int) -> int:
+    return int(_expect_ok(await client.get(f"/api/captures/{capture_id}/"))["engine_sessions"])
+
+
+async def _wait_sessions(client: httpx.AsyncClient, capture_id: int, count: int) -> None:
+    async with asyncio.timeout(LOAD_TIMEOUT_S):
+        while await _engine_sessions(client, capture_id) < count:
+            await asyncio.sleep(0.1)
+
+
+@contextlib.asynccontextmanager
+async def _viewers(port: int, capture_id: int, count: int) -> AsyncIterator[None]:
+    """Keep `count` websocket viewers connected to the capture, as open browser tabs are."""
+    url = f"ws://127.0.0.1:{port}/ws/captures/{capture_id}/"
+    origin = f"http://127.0.0.1:{port}"
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(count):
+            ws = await stack.enter_async_context(
+                websockets.connect(url, origin=origin, max_size=None, open_timeout=30)  # type: ignore[arg-type]
+            )
+            stack.push_async_callback(_drain, ws)
+        yield
+
+
+async def _drain(ws: Any) -> None:
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(0.5):
+            async for _ in ws:
+                pass
+
+
 async def _measure(proc: asyncio.subprocess.Process, port: int, capture: Path) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(LOAD_TIMEOUT_S)) as client:
@@ -268,7 +300,13 @@ async def _measure(proc: asyncio.subprocess.Process, port: int, capture: Path) -
                 lambda i: _get_details(client, capture_id, numbers[i % len(numbers)])
             )
             result["filters"] = {FILTERS[0]: await _measure_filter(client, capture_id, FILTERS[0])}
-            result["concurrency"] = await _measure_concurrency(client, capture_id, total)
+            result["single_viewer_sessions"] = await _engine_sessions(client, capture_id)
+            # Two people now watch the capture: the server keeps a standby session loaded for
+            # them, and one of them runs a new filter while the other pages and opens packets.
+            async with _viewers(port, capture_id, 2):
+                result["standby_load_s"], _ = await timed(_wait_sessions(client, capture_id, 2))
+                result["memory_two_viewers_mb"] = sampler.now_mb()
+                result["concurrency"] = await _measure_concurrency(client, capture_id, total)
             sampler.now_mb()
             result["memory_peak_mb"] = sampler.peak_kib / 1024
             return result

@@ -55,6 +55,7 @@ class CaptureOut(Schema):
     interfaces: list[dict[str, str]]
     warning: str
     status: str
+    engine_sessions: int
 
 
 class UploadResult(Schema):
@@ -128,12 +129,18 @@ class FieldOut(Schema):
 
 def status_of(capture: Capture) -> str:
     """Return "ready" when an engine session has the capture loaded, "stored" otherwise."""
+    if loaded_sessions(capture):
+        return "ready"
+    sessions = engine().captures.get(capture.path)
+    return "loading" if sessions is not None and sessions.processes else "stored"
+
+
+def loaded_sessions(capture: Capture) -> int:
+    """Return how many engine sessions of this server process have the capture loaded."""
     sessions = engine().captures.get(capture.path)
     if sessions is None:
-        return "stored"
-    if any(p.loaded.is_set() and p.alive for p in sessions.processes):
-        return "ready"
-    return "loading" if sessions.processes else "stored"
+        return 0
+    return sum(p.loaded.is_set() and p.alive for p in sessions.processes)
 
 
 def capture_out(capture: Capture) -> dict[str, Any]:
@@ -152,6 +159,7 @@ def capture_out(capture: Capture) -> dict[str, Any]:
         "interfaces": capture.interfaces,
         "warning": capture.warning,
         "status": status_of(capture),
+        "engine_sessions": loaded_sessions(capture),
         **{k: v for k, v in capture.properties().items() if k != "format"},
     }
 

@@ -43,6 +43,11 @@ class CaptureSessions:
         self.pages: OrderedDict[Hashable, Any] = OrderedDict()
         self.viewers = 0
 
+    def warm(self) -> None:
+        """Start a session in the background if none runs."""
+        if not self.processes:
+            self._spawn()
+
     def viewer_joined(self) -> None:
         """Count a viewer; with more than one, keep a standby session loaded for fast work."""
         self.viewers += 1
@@ -206,12 +211,18 @@ class Engine:
         if sessions is None:
             limit = 1 if path is None else settings.ENGINE_PROCESSES_PER_CAPTURE
             sessions = self.captures[path] = CaptureSessions(path, limit)
+            if path is not None:
+                # Whoever opens a capture will type a filter: start the checking session
+                # now rather than make the first check wait for sharkd's start-up.
+                self.sessions(None).warm()
         return sessions
 
     async def _evict_forever(self) -> None:
         while True:
             await asyncio.sleep(5)
             for path, sessions in list(self.captures.items()):
+                if path is None:
+                    continue  # the filter-checking session holds no capture and stays
                 await sessions.evict_idle(settings.ENGINE_IDLE_SECONDS, settings.ENGINE_EXTRA_IDLE_SECONDS)
                 if not sessions.processes and self.captures.get(path) is sessions:
                     del self.captures[path]
