@@ -215,7 +215,9 @@ document.addEventListener("keydown", (event) => {
 
 async function loaded() {
   state.loaded = true;
-  setLoadState("ready", "Ready");
+  // Not "ready" yet: checking a filter from the URL takes a request, and until the list
+  // holds the filtered rows the status must not say it is done (applyFilter says so).
+  setLoadState("filtering", state.filter ? "Filtering…" : "Loading…");
   const applied = await applyFilter(state.filter, { push: false });
   if (!applied && state.filter) {
     // A bad filter in the URL: keep it in the bar with its error and show every packet.

@@ -35,7 +35,7 @@ function addItem(file) {
 }
 
 function refreshTable() {
-  // The table listens for this event and fetches itself again (hx-trigger on #capture-table).
+  // #capture-table-refresh listens for this event and fetches the table again.
   if (window.htmx) window.htmx.trigger(document.body, "captures-changed");
 }
 
