@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import logging
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
