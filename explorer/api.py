@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
+from collections.abc import AsyncIterator
 from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
-from django.http import FileResponse, Http404, HttpRequest
+from django.http import Http404, HttpRequest, StreamingHttpResponse
+from django.utils.http import content_disposition_header
 from ninja import NinjaAPI, Query, Schema
 from ninja.errors import HttpError
 
@@ -232,9 +236,21 @@ async def delete_capture(request: HttpRequest, capture_id: int) -> tuple[int, No
 
 
 @api.get("/captures/{capture_id}/download", response={200: bytes, 404: Error}, summary="The original file")
-async def download(request: HttpRequest, capture_id: int) -> FileResponse:
+async def download(request: HttpRequest, capture_id: int) -> StreamingHttpResponse:
     capture = await capture_for(request, capture_id)
-    return FileResponse(open(capture.path, "rb"), as_attachment=True, filename=capture.name)  # noqa: SIM115
+    # Django's ASGI handler reads a synchronous file iterator into memory whole before
+    # sending it; captures are large, so the file is streamed through an async iterator.
+    response = StreamingHttpResponse(read_file(capture.path), content_type="application/octet-stream")
+    response["Content-Length"] = str(capture.size)
+    response["Content-Disposition"] = content_disposition_header(True, capture.name) or "attachment"
+    return response
+
+
+async def read_file(path: Path, block: int = 1024 * 1024) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    with open(path, "rb") as handle:
+        while chunk := await loop.run_in_executor(None, handle.read, block):
+            yield chunk
 
 
 @api.get(
