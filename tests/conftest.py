@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CAPTURES = Path(os.environ.get("SHARED_CAPTURES", ROOT.parent / "shared" / "captures"))
@@ -130,6 +131,27 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def api(server: Server) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=server.url, timeout=120) as client:
         yield client
+
+
+# Debian's Chromium; Playwright's own browser download is not used.
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+# Module-scoped: while Playwright's sync API is running it holds an event loop in this
+# thread, which pytest-asyncio's tests in other modules could not start their own beside.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
 
 
 def upload(client: httpx.Client, path: Path, name: str | None = None) -> httpx.Response:

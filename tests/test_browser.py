@@ -11,20 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import APIResponse, Browser, ConsoleMessage, Page, Route, expect, sync_playwright
+from playwright.sync_api import APIResponse, Browser, ConsoleMessage, Page, Route, expect
 
 from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_numbers, tshark_rows, upload
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-]
 # Engine work (loading, filtering, dissecting) gets this long before a wait gives up.
 ENGINE_MS = 15_000
 ESPN = "http_espn.pcapng"
@@ -50,14 +42,6 @@ class ConsoleLog:
 
     def unexpected(self) -> list[str]:
         return [error for error in self.errors if not any(text in error for text in self.expected)]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
