@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import random
 import subprocess
 from decimal import Decimal
 from pathlib import Path
@@ -101,7 +101,7 @@ async def test_read_refuses_a_text_file() -> None:
 
 async def test_read_refuses_random_bytes(tmp_path: Path) -> None:
     path = tmp_path / "noise.bin"
-    path.write_bytes(os.urandom(4096))
+    path.write_bytes(random.Random(7).randbytes(4096))
     with pytest.raises(NotACapture) as refused:
         await capinfo.read(path)
     assert refused.value.message == "not a capture file"
