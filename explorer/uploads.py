@@ -10,6 +10,7 @@ its body (so CSRF checks keep working on the page's form).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import json
 import uuid
@@ -168,6 +169,17 @@ class UploadStream:
         finally:
             # Views move what they keep; anything still staged was rejected or abandoned.
             fields.discard()
+            await asyncio.get_running_loop().run_in_executor(None, release_memory)
+
+
+def release_memory() -> None:
+    """Give the heap's free pages back to the system after a large body passed through."""
+    # The server queues a whole request body in memory before the application reads it;
+    # once freed, glibc keeps those pages unless asked, and the process would stay that big.
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _capped(receive: Any, limit: int) -> Any:
