@@ -9,17 +9,20 @@ from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from django.http import Http404, HttpRequest, StreamingHttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from ninja import NinjaAPI, Query, Schema
 from ninja.errors import HttpError
 
 from . import captures
 from .access import capture_for
+from .engine import follow as engine_follow
 from .engine import packets as engine_packets
+from .engine import stats as engine_stats
 from .engine.errors import EngineError
+from .engine.follow import FollowResult
 from .engine.sessions import engine
 from .models import Capture
 from .uploads import staged_uploads
@@ -309,3 +312,157 @@ async def check_filter(request: HttpRequest, filter: str = "") -> dict[str, Any]
 @api.get("/fields/complete", response=list[FieldOut], summary="Field names for display filter completion")
 async def complete_field(request: HttpRequest, prefix: str = "") -> list[dict[str, str]]:
     return await engine_packets.complete_field(prefix)
+
+
+class PeerOut(Schema):
+    host: str | None
+    port: int | None
+    bytes: int
+    packets: int
+
+
+class SegmentOut(Schema):
+    frame: int
+    side: str
+    bytes: str  # base64
+
+
+class FollowOut(Schema):
+    kind: str
+    stream: int
+    substream: int | None
+    filter: str
+    client: PeerOut
+    server: PeerOut
+    segments: list[SegmentOut]
+
+
+class FollowQuery(Schema):
+    kind: str = "TCP"
+    stream: int = 0
+    substream: int | None = None
+
+
+class RawFollowQuery(FollowQuery):
+    side: Literal["client", "server", "both"] = "both"
+
+
+async def followed(request: HttpRequest, capture_id: int, query: FollowQuery) -> tuple[Capture, FollowResult]:
+    capture = await capture_for(request, capture_id)
+    try:
+        return capture, await engine_follow.follow(capture.path, query.kind, query.stream, query.substream)
+    except EngineError as error:
+        raise engine_error(error) from error
+
+
+@api.get(
+    "/captures/{capture_id}/follow",
+    response={200: FollowOut, 400: Error, 404: Error},
+    summary="Follow a stream: its payloads in order, marked client or server",
+)
+async def follow_stream(request: HttpRequest, capture_id: int, query: Query[FollowQuery]) -> dict[str, Any]:
+    _, result = await followed(request, capture_id, query)
+    segments = [
+        {"frame": segment.frame, "side": segment.side, "bytes": base64.b64encode(segment.data).decode()}
+        for segment in result.segments
+    ]
+    return {**asdict(result), "segments": segments}
+
+
+@api.get(
+    "/captures/{capture_id}/follow/raw",
+    response={200: bytes, 400: Error, 404: Error},
+    summary="A followed stream's bytes (one side or both) as a file",
+)
+async def follow_raw(request: HttpRequest, capture_id: int, query: Query[RawFollowQuery]) -> HttpResponse:
+    capture, result = await followed(request, capture_id, query)
+    response = HttpResponse(result.data(query.side), content_type="application/octet-stream")
+    name = f"{Path(capture.name).stem}-{result.kind.lower()}-stream-{result.stream}-{query.side}.bin"
+    response["Content-Disposition"] = content_disposition_header(True, name) or "attachment"
+    return response
+
+
+class StatsQuery(Schema):
+    kind: str = "TCP"
+    filter: str = ""
+
+
+class ConversationOut(Schema):
+    address_a: str
+    port_a: str
+    address_b: str
+    port_b: str
+    packets_ab: int
+    bytes_ab: int
+    packets_ba: int
+    bytes_ba: int
+    packets: int
+    bytes: int
+    rel_start: float
+    duration: float
+    filter: str
+
+
+class EndpointOut(Schema):
+    address: str
+    port: str
+    packets: int
+    bytes: int
+    tx_packets: int
+    tx_bytes: int
+    rx_packets: int
+    rx_bytes: int
+    filter: str
+
+
+class ProtocolNodeOut(Schema):
+    protocol: str
+    packets: int
+    bytes: int
+    percent_packets: float
+    percent_bytes: float
+    children: list[ProtocolNodeOut]
+
+
+@api.get(
+    "/captures/{capture_id}/conversations",
+    response={200: list[ConversationOut], 400: Error, 404: Error},
+    summary="Conversations of one kind (Ethernet, IPv4, IPv6, TCP, UDP), optionally limited to a filter",
+)
+async def conversations(
+    request: HttpRequest, capture_id: int, query: Query[StatsQuery]
+) -> list[dict[str, Any]]:
+    capture = await capture_for(request, capture_id)
+    try:
+        rows = await engine_stats.conversations(capture.path, query.kind, query.filter)
+    except EngineError as error:
+        raise engine_error(error) from error
+    return [asdict(row) for row in rows]
+
+
+@api.get(
+    "/captures/{capture_id}/endpoints",
+    response={200: list[EndpointOut], 400: Error, 404: Error},
+    summary="Endpoints of one kind (Ethernet, IPv4, IPv6, TCP, UDP), optionally limited to a filter",
+)
+async def endpoints(request: HttpRequest, capture_id: int, query: Query[StatsQuery]) -> list[dict[str, Any]]:
+    capture = await capture_for(request, capture_id)
+    try:
+        rows = await engine_stats.endpoints(capture.path, query.kind, query.filter)
+    except EngineError as error:
+        raise engine_error(error) from error
+    return [asdict(row) for row in rows]
+
+
+@api.get(
+    "/captures/{capture_id}/protocol-hierarchy",
+    response={200: list[ProtocolNodeOut], 400: Error, 404: Error},
+    summary="Protocol hierarchy: frames, bytes and shares per protocol path, optionally limited to a filter",
+)
+async def protocol_hierarchy(request: HttpRequest, capture_id: int, filter: str = "") -> list[dict[str, Any]]:  # noqa: A002
+    capture = await capture_for(request, capture_id)
+    try:
+        nodes = await engine_stats.protocol_hierarchy(capture.path, filter)
+    except EngineError as error:
+        raise engine_error(error) from error
+    return [asdict(node) for node in nodes]

@@ -10,7 +10,7 @@ from pathlib import Path
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from .engine import capinfo
+from .engine import capinfo, stats
 from .engine.errors import NotACapture
 from .engine.sessions import engine
 from .models import Capture, nanoseconds
@@ -100,6 +100,7 @@ def stage_local_file(path: Path) -> StagedFile:
 async def delete(capture: Capture) -> None:
     """Close the capture's engine sessions, then remove its row and its file."""
     await engine().forget(capture.path)
+    await stats.forget(capture.path)
     path = capture.path
     await capture.adelete()
     await sync_to_async(path.unlink)(missing_ok=True)

@@ -10,9 +10,11 @@ urlpatterns = [
     path("captures/<int:capture_id>/", views.capture, name="capture"),
     path("captures/<int:capture_id>/properties/", views.capture_properties, name="capture_properties"),
     path("captures/<int:capture_id>/delete/", views.capture_delete, name="capture_delete"),
+    path("captures/<int:capture_id>/follow/", views.follow, name="follow"),
     path(
         "captures/<int:capture_id>/packets/<int:number>/detail/",
         views.packet_detail,
         name="packet_detail",
     ),
+    path("captures/<int:capture_id>/statistics/", views.statistics, name="statistics"),
 ]

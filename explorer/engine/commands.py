@@ -60,3 +60,14 @@ def tshark_preview(path: Path, count: int) -> list[str]:
         "occurrence=a",
         *fields,
     ]
+
+
+def editcap_pcapng(path: Path, destination: Path) -> list[str]:
+    """Return the command that rewrites a capture of any format readable by Wireshark as pcapng."""
+    return [_binary("editcap"), "-F", "pcapng", "--", str(path), str(destination)]
+
+
+def tshark_protocol_hierarchy(path: Path, display_filter: str = "") -> list[str]:
+    """Return the command that prints the protocol hierarchy of the frames matching a filter."""
+    statistic = f"io,phs,{display_filter}" if display_filter else "io,phs"
+    return [_binary("tshark"), "-2", "-n", "-q", "-r", str(path), "-z", statistic]

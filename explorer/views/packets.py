@@ -18,6 +18,7 @@ from ..engine.packets import TreeNode
 from ..models import Capture
 from . import hexdump
 from .common import not_found_page, varies_on_htmx, wants_partial
+from .follow import follow_links
 
 TIME_FORMAT_LABELS = {
     "relative": "Since beginning of capture",
@@ -72,7 +73,8 @@ async def detail_context(capture: Capture, number: int) -> dict[str, Any]:
         hexdump.dump(index, _source_label(source.name, len(source.data)), source.data)
         for index, source in enumerate(detail.sources)
     ]
-    return {"packet": number, "tree": detail.tree, "dumps": dumps}
+    follow = follow_links(capture, detail.follow)
+    return {"packet": number, "tree": detail.tree, "dumps": dumps, "follow_links": follow}
 
 
 async def initial_detail(capture: Capture, number: int) -> dict[str, Any]:
