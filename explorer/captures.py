@@ -10,7 +10,7 @@ from pathlib import Path
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from .engine import capinfo, stats
+from .engine import capinfo, keylog, stats
 from .engine.errors import NotACapture
 from .engine.sessions import engine
 from .models import Capture, nanoseconds
@@ -97,10 +97,44 @@ def stage_local_file(path: Path) -> StagedFile:
     return StagedFile(staged_path, path.name, size, digest.hexdigest())
 
 
-async def delete(capture: Capture) -> None:
-    """Close the capture's engine sessions, then remove its row and its file."""
+async def forget_results(capture: Capture) -> None:
+    """Close the capture's engine sessions and drop every result computed from it."""
     await engine().forget(capture.path)
     await stats.forget(capture.path)
+
+
+async def delete(capture: Capture) -> None:
+    """Close the capture's engine sessions, then remove its row, its file and its key log."""
+    await forget_results(capture)
     path = capture.path
     await capture.adelete()
     await sync_to_async(path.unlink)(missing_ok=True)
+    await sync_to_async(path.with_suffix(".keys").unlink)(missing_ok=True)
+
+
+async def attach_keylog(capture: Capture, data: bytes) -> int:
+    """Store a TLS key log for the capture and reopen it decrypted; return the secrets count."""
+    secrets = keylog.key_lines(data)
+    target = capture.path.with_suffix(".keys")
+    partial = target.with_suffix(".keys-partial")
+    await sync_to_async(partial.write_bytes)(data)
+    os.replace(partial, target)
+    await forget_results(capture)
+    return secrets
+
+
+async def detach_keylog(capture: Capture) -> None:
+    """Remove the capture's key log and reopen it without decryption."""
+    await sync_to_async(capture.path.with_suffix(".keys").unlink)(missing_ok=True)
+    await forget_results(capture)
+
+
+def keylog_secrets(capture: Capture) -> int | None:
+    """Return how many secrets the capture's key log holds, or None without one."""
+    path = keylog.keylog_for(capture.path)
+    if path is None:
+        return None
+    try:
+        return keylog.key_lines(path.read_bytes())
+    except keylog.NotAKeyLog:
+        return 0

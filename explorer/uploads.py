@@ -13,6 +13,7 @@ import asyncio
 import ctypes
 import hashlib
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ from python_multipart import MultipartParser
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import parse_options_header
 
-UPLOAD_PATHS = ("/api/captures/", "/captures/upload/")
+UPLOAD_PATHS = re.compile(r"/api/captures/|/captures/upload/|(/api)?/captures/\d+/keylog/?")
 SCOPE_KEY = "explorer.uploads"
 # Disk writes and hashing leave the event loop in blocks of this size.
 WRITE_BLOCK = 4 * 1024 * 1024
@@ -127,7 +128,7 @@ class UploadStream:
         content_type, options = parse_options_header(headers.get(b"content-type", b""))
         is_upload = (
             scope["method"] == "POST"
-            and scope["path"] in UPLOAD_PATHS
+            and UPLOAD_PATHS.fullmatch(scope["path"]) is not None
             and content_type == b"multipart/form-data"
             and b"boundary" in options
         )

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from django.conf import settings
 
+from .keylog import keylog_for
+
 # capinfos fields we display; hashes are left out because the upload computes sha256
 # itself while streaming, and hashing again would read a large file twice more.
 CAPINFOS_FLAGS = ["-t", "-E", "-c", "-s", "-d", "-u", "-a", "-e", "-S", "-y", "-i", "-z", "-x"]
@@ -39,6 +41,12 @@ PREVIEW_FIELDS = [
 ]
 
 
+def tls_options(path: Path) -> list[str]:
+    """Return the tshark options that decrypt TLS with the capture's attached key log."""
+    keylog = keylog_for(path)
+    return ["-o", f"tls.keylog_file:{keylog}"] if keylog else []
+
+
 def tshark_preview(path: Path, count: int) -> list[str]:
     """Return the command that prints the first packets' columns while sharkd loads."""
     fields: list[str] = []
@@ -46,7 +54,7 @@ def tshark_preview(path: Path, count: int) -> list[str]:
         fields += ["-e", field]
     return [
         _binary("tshark"),
-        "-n",
+        *tls_options(path),
         "-r",
         str(path),
         "-c",
@@ -70,4 +78,4 @@ def editcap_pcapng(path: Path, destination: Path) -> list[str]:
 def tshark_protocol_hierarchy(path: Path, display_filter: str = "") -> list[str]:
     """Return the command that prints the protocol hierarchy of the frames matching a filter."""
     statistic = f"io,phs,{display_filter}" if display_filter else "io,phs"
-    return [_binary("tshark"), "-2", "-n", "-q", "-r", str(path), "-z", statistic]
+    return [_binary("tshark"), "-2", "-n", *tls_options(path), "-q", "-r", str(path), "-z", statistic]

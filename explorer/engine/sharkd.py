@@ -14,6 +14,7 @@ from typing import Any
 
 from . import commands
 from .errors import EngineCrashed, EngineError, RequestTooLong
+from .keylog import keylog_for
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,9 @@ class SharkdProcess:
         if self.capture_path is None:
             self.loaded.set()
             return
+        keylog = keylog_for(self.capture_path)
+        if keylog is not None:
+            await self.request("setconf", {"name": "tls.keylog_file", "value": str(keylog)})
         # sharkd 4.0 never answers `load` for a file cut short in the middle of a packet,
         # though it has loaded what it could; the `status` queued behind it always answers.
         load_id, load = self._send("load", {"file": str(self.capture_path)})

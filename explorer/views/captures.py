@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
@@ -13,6 +14,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 
 from .. import captures
 from ..access import capture_for
+from ..engine import keylog
 from ..models import Capture
 from ..uploads import staged_uploads
 from . import display
@@ -151,8 +153,37 @@ async def capture_properties(request: HttpRequest, capture_id: int) -> HttpRespo
         "interface_keys": keys,
         "interface_rows": [[interface.get(key, "") for key in keys] for interface in capture.interfaces],
         "download_url": reverse("api:download", args=[capture.pk]),
+        "keylog_secrets": captures.keylog_secrets(capture),
     }
     return render(request, "explorer/capture_properties.html", context)
+
+
+@not_found_page
+@require_POST
+async def capture_keylog(request: HttpRequest, capture_id: int) -> HttpResponse:
+    """Attach the posted TLS key log to the capture, or remove it."""
+    capture = await capture_for(request, capture_id)
+    if request.POST.get("action") == "remove":
+        await captures.detach_keylog(capture)
+        messages.success(request, "Key log removed: TLS is no longer decrypted.")
+        return redirect("explorer:capture_properties", capture_id=capture.pk)
+    uploads = staged_uploads(request)
+    if uploads.errors or not uploads.files:
+        messages.error(request, uploads.errors[0][1] if uploads.errors else "Choose a key log file.")
+        return redirect("explorer:capture_properties", capture_id=capture.pk)
+    staged = uploads.files[0]
+    try:
+        if (staged.size or 0) > keylog.MAX_KEYLOG_BYTES:
+            raise keylog.NotAKeyLog(f"key log larger than {keylog.MAX_KEYLOG_BYTES // (1024 * 1024)} MB")
+        data = await sync_to_async(staged.staging_path.read_bytes)()
+        secrets = await captures.attach_keylog(capture, data)
+    except keylog.NotAKeyLog as error:
+        messages.error(request, f"{captures.display_name(staged.name or '')}: {error.message}")
+    else:
+        messages.success(
+            request, f"Key log attached: {secrets} secrets; TLS sessions they cover are decrypted."
+        )
+    return redirect("explorer:capture_properties", capture_id=capture.pk)
 
 
 # The interface columns Wireshark's dialog shows first; capinfos' labels, in its order.

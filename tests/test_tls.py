@@ -1,0 +1,95 @@
+"""TLS key logs: attached to a capture they decrypt it everywhere; embedded secrets need none."""
+
+from __future__ import annotations
+
+import base64
+
+import httpx
+import pytest
+
+from .conftest import Server, all_packets, shared_capture, tshark_numbers, tshark_rows, upload
+
+pytestmark = pytest.mark.engine
+
+KEYS = shared_capture("tls_nss_example.keys")
+TLS = shared_capture("tls_nss_example.pcap")
+
+
+def attach(api: httpx.Client, capture_id: int, data: bytes, name: str = "keys.txt") -> httpx.Response:
+    return api.post(f"/api/captures/{capture_id}/keylog", files={"file": (name, data)})
+
+
+@pytest.fixture
+def tls_capture(api: httpx.Client) -> int:
+    return int(upload(api, TLS).json()["id"])
+
+
+def test_a_key_log_decrypts_http_inside_tls(api: httpx.Client, tls_capture: int) -> None:
+    assert all_packets(api, tls_capture, filter="http") == []
+    response = attach(api, tls_capture, KEYS.read_bytes())
+    assert response.status_code == 200, response.text
+    assert response.json() == {"secrets": 6}
+    assert api.get(f"/api/captures/{tls_capture}/").json()["keylog_secrets"] == 6
+
+    keys = f"tls.keylog_file:{KEYS}"
+    expected = tshark_rows(TLS, "http", "-o", keys)
+    shown = all_packets(api, tls_capture, filter="http")
+    assert [row["number"] for row in shown] == [int(row[0]) for row in expected] == [10, 30]
+    assert [row["info"] for row in shown] == [row[6] for row in expected]
+    everything = all_packets(api, tls_capture)
+    assert [row["protocol"] for row in everything] == [row[4] for row in tshark_rows(TLS, "", "-o", keys)]
+
+    detail = api.get(f"/api/captures/{tls_capture}/packets/10/").json()
+    names = [source["name"] for source in detail["sources"]]
+    assert "Decrypted TLS" in " ".join(names), names
+    decrypted = base64.b64decode(
+        detail["sources"][names.index(next(n for n in names if "Decrypted" in n))]["bytes"]
+    )
+    assert decrypted.startswith(b"GET /pki/srv_key.pem HTTP/1.0")
+
+
+def test_removing_the_key_log_stops_decrypting(api: httpx.Client, tls_capture: int) -> None:
+    attach(api, tls_capture, KEYS.read_bytes())
+    assert len(all_packets(api, tls_capture, filter="http")) == 2
+    assert api.delete(f"/api/captures/{tls_capture}/keylog").status_code == 204
+    assert all_packets(api, tls_capture, filter="http") == []
+    assert api.get(f"/api/captures/{tls_capture}/").json()["keylog_secrets"] is None
+
+
+def test_it_refuses_what_is_not_a_key_log(api: httpx.Client, tls_capture: int) -> None:
+    response = attach(api, tls_capture, b"CLIENT_RANDOM not-hex at all\n", "bad.txt")
+    assert response.status_code == 400
+    assert "not a TLS key log file" in response.json()["error"]
+    assert api.get(f"/api/captures/{tls_capture}/").json()["keylog_secrets"] is None
+
+
+def test_the_key_log_is_never_served_back(api: httpx.Client, server: Server, tls_capture: int) -> None:
+    attach(api, tls_capture, KEYS.read_bytes())
+    secret = next(line for line in KEYS.read_text().splitlines() if line.startswith("CLIENT")).split()[2]
+    assert api.get(f"/api/captures/{tls_capture}/keylog").status_code == 405
+    for url in (f"/captures/{tls_capture}/properties/", f"/api/captures/{tls_capture}/", "/api/captures/"):
+        assert secret not in api.get(url).text
+    download = api.get(f"/api/captures/{tls_capture}/download").content
+    assert download == TLS.read_bytes()
+
+
+def test_embedded_secrets_decrypt_without_a_key_log(api: httpx.Client) -> None:
+    path = shared_capture("http2-with-cookies.pcapng")
+    capture_id = int(upload(api, path).json()["id"])
+    shown = all_packets(api, capture_id, filter="http2.header")
+    assert shown and [row["number"] for row in shown] == tshark_numbers(path, "http2.header")
+
+
+def test_the_properties_page_attaches_a_key_log(api: httpx.Client, tls_capture: int) -> None:
+    page = api.get(f"/captures/{tls_capture}/properties/")
+    token = page.cookies.get("csrftoken") or api.cookies.get("csrftoken")
+    response = api.post(
+        f"/captures/{tls_capture}/keylog/",
+        data={"csrfmiddlewaretoken": token},
+        files={"file": ("keys.txt", KEYS.read_bytes())},
+        headers={"Referer": str(api.base_url)},
+    )
+    assert response.status_code == 302
+    page = api.get(f"/captures/{tls_capture}/properties/").text
+    assert "Key log attached: 6 secrets" in page
+    assert len(all_packets(api, tls_capture, filter="http")) == 2
