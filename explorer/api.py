@@ -11,14 +11,19 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
+from asgiref.sync import sync_to_async
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
-from ninja import NinjaAPI, Query, Schema
+from ninja import Field, NinjaAPI, Query, Schema
 from ninja.errors import HttpError
 
 from . import captures
 from .access import capture_for
+from .engine import expert as engine_expert
+from .engine import flows as engine_flows
 from .engine import follow as engine_follow
+from .engine import iograph as engine_iograph
+from .engine import keylog
 from .engine import packets as engine_packets
 from .engine import stats as engine_stats
 from .engine.errors import EngineError
@@ -63,6 +68,7 @@ class CaptureOut(Schema):
     warning: str
     status: str
     engine_sessions: int
+    keylog_secrets: int | None
 
 
 class UploadResult(Schema):
@@ -167,6 +173,7 @@ def capture_out(capture: Capture) -> dict[str, Any]:
         "warning": capture.warning,
         "status": status_of(capture),
         "engine_sessions": loaded_sessions(capture),
+        "keylog_secrets": captures.keylog_secrets(capture),
         **{k: v for k, v in capture.properties().items() if k != "format"},
     }
 
@@ -235,6 +242,54 @@ async def capture_detail(request: HttpRequest, capture_id: int) -> dict[str, Any
 @api.delete("/captures/{capture_id}/", response={204: None, 404: Error}, summary="Delete a capture")
 async def delete_capture(request: HttpRequest, capture_id: int) -> tuple[int, None]:
     await captures.delete(await capture_for(request, capture_id))
+    return 204, None
+
+
+MULTIPART_FILE = {
+    "requestBody": {
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            }
+        }
+    }
+}
+
+
+class KeylogOut(Schema):
+    secrets: int
+
+
+@api.post(
+    "/captures/{capture_id}/keylog",
+    response={200: KeylogOut, 400: Error, 404: Error},
+    openapi_extra=MULTIPART_FILE,
+    summary="Attach a TLS key log (SSLKEYLOGFILE format, multipart field `file`) to decrypt TLS and QUIC",
+)
+async def attach_keylog(request: HttpRequest, capture_id: int) -> dict[str, int]:
+    capture = await capture_for(request, capture_id)
+    uploads = staged_uploads(request)
+    if uploads.errors or not uploads.files:
+        raise HttpError(400, uploads.errors[0][1] if uploads.errors else "no file in the request")
+    staged = uploads.files[0]
+    if (staged.size or 0) > keylog.MAX_KEYLOG_BYTES:
+        raise HttpError(400, f"key log larger than {keylog.MAX_KEYLOG_BYTES // (1024 * 1024)} MB")
+    data = await sync_to_async(staged.staging_path.read_bytes)()
+    try:
+        return {"secrets": await captures.attach_keylog(capture, data)}
+    except keylog.NotAKeyLog as error:
+        raise HttpError(400, error.message) from error
+
+
+@api.delete(
+    "/captures/{capture_id}/keylog", response={204: None, 404: Error}, summary="Remove the TLS key log"
+)
+async def detach_keylog(request: HttpRequest, capture_id: int) -> tuple[int, None]:
+    await captures.detach_keylog(await capture_for(request, capture_id))
     return 204, None
 
 
@@ -466,3 +521,135 @@ async def protocol_hierarchy(request: HttpRequest, capture_id: int, filter: str 
     except EngineError as error:
         raise engine_error(error) from error
     return [asdict(node) for node in nodes]
+
+
+class FlowQuery(Schema):
+    filter: str = ""
+    stream: int | None = None
+    offset: int = 0
+    limit: int = engine_flows.MAX_ARROWS
+
+
+class FlowNodeOut(Schema):
+    id: str
+    label: str
+
+
+class FlowArrowOut(Schema):
+    frame: int
+    time: str
+    source: str
+    destination: str
+    flags: str
+    seq: int | None
+    ack: int | None
+    len: int | None
+    protocol: str
+    summary: str
+
+
+class FlowOut(Schema):
+    filter: str
+    nodes: list[FlowNodeOut]
+    arrows: list[FlowArrowOut]
+    total: int
+    offset: int
+
+
+@api.get(
+    "/captures/{capture_id}/flow",
+    response={200: FlowOut, 400: Error, 404: Error},
+    summary="Flow graph: one arrow per packet between host:port nodes (a filter, a TCP stream, or all TCP)",
+)
+async def flow_graph(request: HttpRequest, capture_id: int, query: Query[FlowQuery]) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id)
+    try:
+        expression = engine_flows.flow_filter(query.filter, query.stream)
+        flow = await engine_flows.flow(
+            capture.path, expression, query.offset, query.limit, capture.precision_digits
+        )
+    except EngineError as error:
+        raise engine_error(error) from error
+    return asdict(flow)
+
+
+class ExpertItemOut(Schema):
+    frame: int
+    severity: str
+    group: str
+    protocol: str
+    message: str
+
+
+class ExpertSummaryOut(Schema):
+    severity: str
+    group: str
+    protocol: str
+    message: str
+    count: int
+
+
+class ExpertOut(Schema):
+    items: list[ExpertItemOut]
+    summary: list[ExpertSummaryOut]
+
+
+@api.get(
+    "/captures/{capture_id}/expert",
+    response={200: ExpertOut, 400: Error, 404: Error},
+    summary="Expert information: items in frame order, and counts per severity, group, protocol and message",
+)
+async def expert_info(request: HttpRequest, capture_id: int, filter: str = "") -> dict[str, Any]:  # noqa: A002
+    capture = await capture_for(request, capture_id)
+    try:
+        items = await engine_expert.expert_items(capture.path, filter)
+    except EngineError as error:
+        raise engine_error(error) from error
+    summary = [
+        {
+            "severity": g.severity,
+            "group": g.group,
+            "protocol": g.protocol,
+            "message": g.message,
+            "count": g.count,
+        }
+        for g in engine_expert.summarize(items)
+    ]
+    return {"items": [asdict(item) for item in items], "summary": summary}
+
+
+class IOGraphQuery(Schema):
+    interval: int = Field(1000, description="Interval in ms: 1, 10, 100, 1000, 10000, 60000 or 600000")
+    graph: list[str] = Field(
+        [], description="Unit of each series, packets or bytes; repeat once per series (at most 4)"
+    )
+    filter: list[str] = Field(
+        [],
+        description="Display filter of each series, paired with `graph` by position; empty for every packet",
+    )
+
+
+class IOSeriesOut(Schema):
+    filter: str
+    unit: str
+    values: list[int]
+
+
+class IOGraphOut(Schema):
+    interval_ms: int
+    series: list[IOSeriesOut]
+
+
+@api.get(
+    "/captures/{capture_id}/iograph",
+    response={200: IOGraphOut, 400: Error, 404: Error},
+    summary="I/O graph: packets or bytes per interval from the first packet, for up to four filters",
+)
+async def io_graph(request: HttpRequest, capture_id: int, query: Query[IOGraphQuery]) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id)
+    series = engine_iograph.pair_series(query.graph, query.filter)
+    try:
+        graph = await engine_iograph.io_graph(capture.path, query.interval, series)
+    except EngineError as error:
+        raise engine_error(error) from error
+    return {"interval_ms": graph.interval_ms, "series": [asdict(s) for s in graph.series]}

@@ -10,6 +10,7 @@ urlpatterns = [
     path("captures/<int:capture_id>/", views.capture, name="capture"),
     path("captures/<int:capture_id>/properties/", views.capture_properties, name="capture_properties"),
     path("captures/<int:capture_id>/delete/", views.capture_delete, name="capture_delete"),
+    path("captures/<int:capture_id>/keylog/", views.capture_keylog, name="capture_keylog"),
     path("captures/<int:capture_id>/follow/", views.follow, name="follow"),
     path(
         "captures/<int:capture_id>/packets/<int:number>/detail/",
@@ -17,4 +18,7 @@ urlpatterns = [
         name="packet_detail",
     ),
     path("captures/<int:capture_id>/statistics/", views.statistics, name="statistics"),
+    path("captures/<int:capture_id>/flow/", views.flow, name="flow"),
+    path("captures/<int:capture_id>/expert/", views.expert, name="expert"),
+    path("captures/<int:capture_id>/io-graph/", views.io_graph, name="io_graph"),
 ]

@@ -26,6 +26,7 @@ from django.conf import settings
 
 from . import commands, framecopy
 from .errors import EngineError
+from .keylog import keylog_for
 from .packets import COUNT_INTERVAL_MS, NUMBER, _validated_filter, check_filter, count
 from .sessions import engine
 
@@ -139,6 +140,16 @@ def _filtered_path(path: Path, expression: str) -> Path:
     return _filtered_dir() / f"{path.name}.{digest}.cap"
 
 
+async def matching_frames(path: Path, expression: str) -> list[int]:
+    """Return the numbers of the frames sharkd displays for a display filter, in order."""
+    rows = (
+        await engine()
+        .sessions(path)
+        .call("frames", {"filter": expression, "column0": NUMBER}, filter_text=expression)
+    )
+    return [int(row["num"]) for row in rows]
+
+
 async def _filtered_copy(path: Path, expression: str) -> Path:
     """Return a copy of the capture holding only the frames that match the filter."""
     destination = _filtered_path(path, expression)
@@ -148,12 +159,7 @@ async def _filtered_copy(path: Path, expression: str) -> Path:
             os.utime(destination)  # recently used: pruned last
             return destination
         _filtered_dir().mkdir(parents=True, exist_ok=True)
-        rows = (
-            await engine()
-            .sessions(path)
-            .call("frames", {"filter": expression, "column0": NUMBER}, filter_text=expression)
-        )
-        numbers = [int(row["num"]) for row in rows]
+        numbers = await matching_frames(path, expression)
         partial = destination.with_suffix(".partial")
         converted = destination.with_suffix(".pcapng-partial")
         try:
@@ -164,6 +170,11 @@ async def _filtered_copy(path: Path, expression: str) -> Path:
                     raise EngineError(errors.strip().splitlines()[-1] if errors.strip() else "editcap failed")
                 source = converted
             await asyncio.to_thread(framecopy.copy_frames, source, partial, numbers)
+            keylog = keylog_for(path)
+            if keylog is not None:
+                # The copy decrypts with the capture's keys, found beside it like the original's.
+                destination.with_suffix(".keys").unlink(missing_ok=True)
+                destination.with_suffix(".keys").symlink_to(keylog)
             partial.rename(destination)
         finally:
             partial.unlink(missing_ok=True)
@@ -177,6 +188,7 @@ async def _prune_filtered() -> None:
     for old in copies[FILTERED_KEPT:]:
         await engine().forget(old)
         old.unlink(missing_ok=True)
+        old.with_suffix(".keys").unlink(missing_ok=True)
         _copy_locks.pop(old, None)
 
 

@@ -18,6 +18,7 @@ from ..engine.packets import TreeNode
 from ..models import Capture
 from . import hexdump
 from .common import not_found_page, varies_on_htmx, wants_partial
+from .flow import stream_flow_url
 from .follow import follow_links
 
 TIME_FORMAT_LABELS = {
@@ -74,7 +75,8 @@ async def detail_context(capture: Capture, number: int) -> dict[str, Any]:
         for index, source in enumerate(detail.sources)
     ]
     follow = follow_links(capture, detail.follow)
-    return {"packet": number, "tree": detail.tree, "dumps": dumps, "follow_links": follow}
+    flow = stream_flow_url(capture, detail.follow)
+    return {"packet": number, "tree": detail.tree, "dumps": dumps, "follow_links": follow, "flow_link": flow}
 
 
 async def initial_detail(capture: Capture, number: int) -> dict[str, Any]:

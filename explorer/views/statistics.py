@@ -87,6 +87,21 @@ def page_url(capture: Capture, **params: str) -> str:
     return reverse("explorer:statistics", args=[capture.pk]) + (f"?{query}" if query else "")
 
 
+def stats_tabs(capture: Capture, filter_text: str, kind: str = DEFAULT_KIND) -> list[tuple[str, str, str]]:
+    """Return (key, label, URL) of every statistics tab, each keeping the display filter."""
+    tabs = [
+        (key, label, page_url(capture, view=key, kind=kind, filter=filter_text))
+        for key, label in VIEWS.items()
+    ]
+    query = f"?{urlencode({'filter': filter_text})}" if filter_text else ""
+    for key, label, name in (
+        ("expert", "Expert Information", "expert"),
+        ("iograph", "I/O Graph", "io_graph"),
+    ):
+        tabs.append((key, label, reverse(f"explorer:{name}", args=[capture.pk]) + query))
+    return tabs
+
+
 def apply_url(capture: Capture, row_filter: str) -> str:
     return f"{capture.get_absolute_url()}?{urlencode({'filter': row_filter})}"
 
@@ -195,10 +210,7 @@ async def statistics(request: HttpRequest, capture_id: int) -> HttpResponse:
         "kind": kind,
         "filter_text": filter_text,
         "sort": params["sort"],
-        "views": [
-            (key, label, page_url(capture, view=key, kind=kind, filter=filter_text))
-            for key, label in VIEWS.items()
-        ],
+        "views": stats_tabs(capture, filter_text, kind),
         "kinds": [
             (key, page_url(capture, view=view, kind=key, filter=filter_text)) for key in engine_stats.KINDS
         ],

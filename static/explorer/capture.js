@@ -42,7 +42,18 @@ function stateUrl() {
   return `${location.pathname}${query ? `?${query}` : ""}`;
 }
 
+// The header's Flow graph link draws the packets the list shows: it carries the current filter.
+function updateFlowLink() {
+  const link = document.getElementById("flow-graph-link");
+  if (!link) return;
+  const url = new URL(link.href);
+  if (state.filter) url.searchParams.set("filter", state.filter);
+  else url.searchParams.delete("filter");
+  link.href = `${url.pathname}${url.search}`;
+}
+
 function saveUrl(push) {
+  updateFlowLink();
   const url = stateUrl();
   if (url === `${location.pathname}${location.search}`) return;
   if (push) history.pushState(null, "", url);

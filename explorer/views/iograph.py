@@ -1,0 +1,341 @@
+"""The I/O Graph page: packets or bytes per interval for up to four filters, drawn as SVG on the server.
+
+All state is in the URL: `interval` (ms), repeated `graph` (packets or bytes) and `filter`
+pairs, one pair per series in order, and an optional zoom range `start`/`end` in seconds
+from the first packet. Every bar links to the capture view, filtered to its series and interval.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
+from urllib.parse import urlencode
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.urls import reverse
+from django.views.decorators.http import require_GET
+
+from ..access import capture_for
+from ..engine import iograph as engine_iograph
+from ..engine import packets as engine_packets
+from ..engine.errors import EngineError
+from ..engine.iograph import IOGraph
+from ..models import Capture
+from .common import not_found_page, varies_on_htmx, wants_partial
+from .statistics import stats_tabs
+
+INTERVAL_LABELS = {1: "1 ms", 10: "10 ms", 100: "100 ms", 1_000: "1 s", 10_000: "10 s", 60_000: "1 min"}
+INTERVAL_LABELS[600_000] = "10 min"
+DEFAULT_INTERVAL_MS = 1_000
+# One colour per series position, distinguishable on white and by most colour-blind viewers.
+PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd"]
+# Bars drawn at most; a wider range is shown from its start, with a link to the next stretch.
+MAX_BARS = 1_000
+
+# Geometry in SVG user units (pixels).
+WIDTH, HEIGHT = 960, 340
+LEFT, RIGHT, TOP, BOTTOM = 70, 16, 14, 46
+PLOT_WIDTH, PLOT_HEIGHT = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+
+
+@dataclass
+class SeriesForm:
+    index: int
+    filter: str
+    unit: str
+    colour: str
+    error: str
+    remove_url: str
+
+
+@dataclass
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: str
+    url: str
+    title: str
+    series: int
+    interval: int
+
+
+@dataclass
+class Tick:
+    position: float
+    label: str
+
+
+@dataclass
+class ZoomBand:
+    x: float
+    width: float
+    url: str
+    title: str
+
+
+@dataclass
+class Chart:
+    width: int = WIDTH
+    height: int = HEIGHT
+    left: int = LEFT
+    top: int = TOP
+    right: int = WIDTH - RIGHT
+    bottom: int = HEIGHT - BOTTOM
+    plot_width: int = PLOT_WIDTH
+    plot_height: int = PLOT_HEIGHT
+    bars: list[Bar] = field(default_factory=list)
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    bands: list[ZoomBand] = field(default_factory=list)
+    y_label: str = ""
+    x_label: str = ""
+
+
+def seconds_text(ms: int) -> str:
+    """Return milliseconds as seconds without trailing zeros: 300 → "0.3", 5000 → "5"."""
+    whole, fraction = divmod(ms, 1000)
+    return f"{whole}.{fraction:03d}".rstrip("0").rstrip(".")
+
+
+def decimal_text(value: Decimal) -> str:
+    text = format(value, "f")
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+def query_seconds(request: HttpRequest, name: str) -> Decimal | None:
+    try:
+        value = Decimal(request.GET.get(name, "").strip())
+    except InvalidOperation:
+        return None
+    return value if value.is_finite() and value >= 0 else None
+
+
+def time_filter(series_filter: str, start_ms: int, end_ms: int) -> str:
+    """Return the display filter of one series' packets in [start, end)."""
+    window = (
+        f"frame.time_relative >= {seconds_text(start_ms)} && frame.time_relative < {seconds_text(end_ms)}"
+    )
+    return f"({series_filter}) && {window}" if series_filter else window
+
+
+def nice_step(span: float, count: int) -> float:
+    """Return a 1, 2 or 5 times a power of ten step that cuts span into about count pieces."""
+    if span <= 0:
+        return 1.0
+    raw = span / count
+    power = 10 ** math.floor(math.log10(raw))
+    for factor in (1, 2, 5, 10):
+        if factor * power >= raw:
+            return float(factor * power)
+    return float(10 * power)
+
+
+def number_label(value: float) -> str:
+    if value >= 1_000_000:
+        return f"{value / 1_000_000:g}M"
+    if value >= 10_000:
+        return f"{value / 1_000:g}k"
+    return f"{value:g}"
+
+
+class GraphPage:
+    """The URL of the page for a state, and the state changes its links make."""
+
+    def __init__(
+        self,
+        capture: Capture,
+        interval_ms: int,
+        series: list[tuple[str, str]],
+        start: Decimal | None,
+        end: Decimal | None,
+    ) -> None:
+        self.capture = capture
+        self.interval_ms = interval_ms
+        self.series = series
+        self.start = start
+        self.end = end
+
+    def url(
+        self,
+        *,
+        series: list[tuple[str, str]] | None = None,
+        start: Decimal | None = None,
+        end: Decimal | None = None,
+        zoomed: bool = True,
+    ) -> str:
+        query: list[tuple[str, str]] = [("interval", str(self.interval_ms))]
+        for filter_text, unit in self.series if series is None else series:
+            query += [("graph", unit), ("filter", filter_text)]
+        if zoomed:
+            start = self.start if start is None else start
+            end = self.end if end is None else end
+            if start is not None:
+                query.append(("start", decimal_text(start)))
+            if end is not None:
+                query.append(("end", decimal_text(end)))
+        return reverse("explorer:io_graph", args=[self.capture.pk]) + "?" + urlencode(query)
+
+
+def draw(page: GraphPage, graph: IOGraph, first: int, last: int) -> Chart:
+    """Lay out grouped bars for intervals first..last-1, the axes' ticks and the zoom bands."""
+    chart = Chart()
+    bins = max(last - first, 1)
+    slot = PLOT_WIDTH / bins
+    gap = slot * 0.15 if slot >= 6 else 0.0
+    width = (slot - gap) / max(len(graph.series), 1)
+    peak = max([max(s.values[first:last], default=0) for s in graph.series] + [0])
+    step = nice_step(peak, 5) if peak else 1.0
+    top = step * math.ceil(peak / step) if peak else 5.0
+    chart.y_ticks = [
+        Tick(TOP + PLOT_HEIGHT - PLOT_HEIGHT * (k * step) / top, number_label(k * step))
+        for k in range(int(round(top / step)) + 1)
+    ]
+    units = {s.unit for s in graph.series}
+    chart.y_label = "Packets and bytes" if len(units) > 1 else units.pop().capitalize()
+    chart.x_label = f"Time (s) · {INTERVAL_LABELS[graph.interval_ms]} intervals"
+    for number, series in enumerate(graph.series):
+        for index in range(first, last):
+            value = series.values[index]
+            if value <= 0:
+                continue
+            height = max(PLOT_HEIGHT * value / top, 1.0)
+            start_ms, end_ms = index * graph.interval_ms, (index + 1) * graph.interval_ms
+            link_filter = time_filter(series.filter, start_ms, end_ms)
+            chart.bars.append(
+                Bar(
+                    x=round(LEFT + (index - first) * slot + gap / 2 + number * width, 2),
+                    y=round(TOP + PLOT_HEIGHT - height, 2),
+                    width=round(max(width, 0.5), 2),
+                    height=round(height, 2),
+                    colour=PALETTE[number % len(PALETTE)],
+                    url=f"{page.capture.get_absolute_url()}?{urlencode({'filter': link_filter})}",
+                    title=f"{series.filter or 'All packets'}: {value:,} {series.unit} "
+                    f"from {seconds_text(start_ms)} s to {seconds_text(end_ms)} s",
+                    series=number,
+                    interval=index,
+                )
+            )
+    # Time ticks at round seconds; between two ticks, a band below the axis zooms in on them.
+    t0, t1 = first * graph.interval_ms / 1000, (first + bins) * graph.interval_ms / 1000
+    tick = nice_step(t1 - t0, 8)
+    digits = max(0, -math.floor(math.log10(tick))) if tick < 1 else 0
+    k = math.ceil(t0 / tick - 1e-9)
+    marks: list[float] = []
+    while k * tick <= t1 + 1e-9:
+        marks.append(k * tick)
+        k += 1
+    for mark in marks:
+        chart.x_ticks.append(
+            Tick(round(LEFT + (mark - t0) / (t1 - t0) * PLOT_WIDTH, 2), f"{mark:.{digits}f}")
+        )
+    edges = [t0] + [m for m in marks if t0 < m < t1] + [t1]
+    interval_s = graph.interval_ms / 1000
+    for a, b in zip(edges, edges[1:], strict=False):
+        if b - a < interval_s * 2 - 1e-9:
+            continue  # nothing finer to see than the interval itself
+        chart.bands.append(
+            ZoomBand(
+                x=round(LEFT + (a - t0) / (t1 - t0) * PLOT_WIDTH, 2),
+                width=round((b - a) / (t1 - t0) * PLOT_WIDTH, 2),
+                url=page.url(start=Decimal(f"{a:.{digits + 3}f}"), end=Decimal(f"{b:.{digits + 3}f}")),
+                title=f"Zoom in on {a:.{digits}f}–{b:.{digits}f} s",
+            )
+        )
+    return chart
+
+
+def series_forms(page: GraphPage, problems: list[str]) -> list[SeriesForm]:
+    forms = []
+    for index, (filter_text, unit) in enumerate(page.series):
+        others = page.series[:index] + page.series[index + 1 :]
+        forms.append(
+            SeriesForm(
+                index=index + 1,
+                filter=filter_text,
+                unit=unit,
+                colour=PALETTE[index % len(PALETTE)],
+                error=problems[index],
+                remove_url=page.url(series=others) if others else "",
+            )
+        )
+    return forms
+
+
+@not_found_page
+@require_GET
+async def io_graph(request: HttpRequest, capture_id: int) -> HttpResponse:
+    """Show packets or bytes per interval for each series, zoomed to a time range when one is given."""
+    capture = await capture_for(request, capture_id)
+    interval_text = request.GET.get("interval", "")
+    interval_ms = int(interval_text) if interval_text.isdigit() else DEFAULT_INTERVAL_MS
+    if interval_ms not in engine_iograph.INTERVALS_MS:
+        interval_ms = DEFAULT_INTERVAL_MS
+    series = engine_iograph.pair_series(request.GET.getlist("graph"), request.GET.getlist("filter"))
+    start, end = query_seconds(request, "start"), query_seconds(request, "end")
+    if start is not None and end is not None and end <= start:
+        start = end = None
+    page = GraphPage(capture, interval_ms, series, start, end)
+    problems = [await engine_packets.check_filter(f) or "" for f, _ in series]
+    error = ""
+    chart: Chart | None = None
+    notes: list[str] = []
+    links: dict[str, str] = {}
+    if not any(problems):
+        try:
+            graph = await engine_iograph.io_graph(capture.path, interval_ms, series)
+        except EngineError as error_raised:
+            error = error_raised.message
+        else:
+            total = graph.intervals
+            first = min(int(start * 1000 // interval_ms), total) if start is not None else 0
+            last = min(math.ceil(end * 1000 / interval_ms), total) if end is not None else total
+            if last <= first:
+                first, last = 0, total
+            if last - first > MAX_BARS:
+                notes.append(
+                    f"{last - first:,} intervals in this range: showing the first {MAX_BARS:,}. "
+                    "Choose a longer interval, or zoom in."
+                )
+                later = Decimal(first + 2 * MAX_BARS) * interval_ms / 1000
+                links["later"] = page.url(start=Decimal(first + MAX_BARS) * interval_ms / 1000, end=later)
+                last = first + MAX_BARS
+            if total:
+                chart = draw(page, graph, first, last)
+            whole = Decimal(total * interval_ms) / 1000
+            if first > 0 or last < total:
+                links["reset"] = page.url(zoomed=False)
+                shown = Decimal((last - first) * interval_ms) / 1000
+                centre = Decimal((first + last) * interval_ms) / 2000
+                links["out"] = page.url(start=max(centre - shown, Decimal(0)), end=min(centre + shown, whole))
+            if first > 0:
+                links["earlier"] = page.url(
+                    start=Decimal(max(first - (last - first), 0) * interval_ms) / 1000,
+                    end=Decimal(first * interval_ms) / 1000,
+                )
+    add_series = series + [("", "packets")]
+    context = {
+        "capture": capture,
+        "view": "iograph",
+        "views": stats_tabs(capture, series[0][0]),
+        "interval_ms": interval_ms,
+        "intervals": list(INTERVAL_LABELS.items()),
+        "units": engine_iograph.UNITS,
+        "series": series_forms(page, problems),
+        "add_url": page.url(series=add_series) if len(series) < engine_iograph.MAX_SERIES else "",
+        "start": decimal_text(start) if start is not None else "",
+        "end": decimal_text(end) if end is not None else "",
+        "chart": chart,
+        "notes": notes,
+        "links": links,
+        "error": error,
+        "download_url": reverse("api:download", args=[capture.pk]),
+    }
+    template = "explorer/io_graph.html"
+    if wants_partial(request):
+        template += "#io_body"
+    status = 400 if error or any(problems) else 200
+    return varies_on_htmx(render(request, template, context, status=status))
