@@ -26,7 +26,7 @@ from .engine import iograph as engine_iograph
 from .engine import keylog
 from .engine import packets as engine_packets
 from .engine import stats as engine_stats
-from .engine.errors import EngineError
+from .engine.errors import EngineCrashed, EngineError
 from .engine.follow import FollowResult
 from .engine.sessions import engine
 from .models import Capture
@@ -178,8 +178,17 @@ def capture_out(capture: Capture) -> dict[str, Any]:
     }
 
 
-def engine_error(error: EngineError) -> HttpError:
-    return HttpError(400, error.message)
+@api.exception_handler(EngineError)
+def engine_refused(request: HttpRequest, exc: EngineError) -> Any:
+    # The engine's message (a filter's syntax error, a stream that does not exist) is meant
+    # for the person who sent the request.
+    return api.create_response(request, {"error": exc.message}, status=400)
+
+
+@api.exception_handler(EngineCrashed)
+def engine_crashed(request: HttpRequest, exc: EngineCrashed) -> Any:
+    # Not the request's fault: the engine died twice in a row (it was restarted once).
+    return api.create_response(request, {"error": exc.message}, status=503)
 
 
 @api.exception_handler(HttpError)
@@ -320,12 +329,9 @@ async def packet_list(request: HttpRequest, capture_id: int, query: Query[Packet
     capture = await capture_for(request, capture_id)
     if not 0 <= query.limit <= 1000 or query.offset < 0:
         raise HttpError(400, "offset must be >= 0 and limit between 0 and 1000")
-    try:
-        page = await engine_packets.packets(
-            capture.path, query.filter, query.offset, query.limit, query.time_format, capture.precision_digits
-        )
-    except EngineError as error:
-        raise engine_error(error) from error
+    page = await engine_packets.packets(
+        capture.path, query.filter, query.offset, query.limit, query.time_format, capture.precision_digits
+    )
     return {
         "total": page.total,
         "displayed": page.displayed,
@@ -404,10 +410,7 @@ class RawFollowQuery(FollowQuery):
 
 async def followed(request: HttpRequest, capture_id: int, query: FollowQuery) -> tuple[Capture, FollowResult]:
     capture = await capture_for(request, capture_id)
-    try:
-        return capture, await engine_follow.follow(capture.path, query.kind, query.stream, query.substream)
-    except EngineError as error:
-        raise engine_error(error) from error
+    return capture, await engine_follow.follow(capture.path, query.kind, query.stream, query.substream)
 
 
 @api.get(
@@ -488,10 +491,7 @@ async def conversations(
     request: HttpRequest, capture_id: int, query: Query[StatsQuery]
 ) -> list[dict[str, Any]]:
     capture = await capture_for(request, capture_id)
-    try:
-        rows = await engine_stats.conversations(capture.path, query.kind, query.filter)
-    except EngineError as error:
-        raise engine_error(error) from error
+    rows = await engine_stats.conversations(capture.path, query.kind, query.filter)
     return [asdict(row) for row in rows]
 
 
@@ -502,10 +502,7 @@ async def conversations(
 )
 async def endpoints(request: HttpRequest, capture_id: int, query: Query[StatsQuery]) -> list[dict[str, Any]]:
     capture = await capture_for(request, capture_id)
-    try:
-        rows = await engine_stats.endpoints(capture.path, query.kind, query.filter)
-    except EngineError as error:
-        raise engine_error(error) from error
+    rows = await engine_stats.endpoints(capture.path, query.kind, query.filter)
     return [asdict(row) for row in rows]
 
 
@@ -516,10 +513,7 @@ async def endpoints(request: HttpRequest, capture_id: int, query: Query[StatsQue
 )
 async def protocol_hierarchy(request: HttpRequest, capture_id: int, filter: str = "") -> list[dict[str, Any]]:  # noqa: A002
     capture = await capture_for(request, capture_id)
-    try:
-        nodes = await engine_stats.protocol_hierarchy(capture.path, filter)
-    except EngineError as error:
-        raise engine_error(error) from error
+    nodes = await engine_stats.protocol_hierarchy(capture.path, filter)
     return [asdict(node) for node in nodes]
 
 
@@ -563,13 +557,10 @@ class FlowOut(Schema):
 )
 async def flow_graph(request: HttpRequest, capture_id: int, query: Query[FlowQuery]) -> dict[str, Any]:
     capture = await capture_for(request, capture_id)
-    try:
-        expression = engine_flows.flow_filter(query.filter, query.stream)
-        flow = await engine_flows.flow(
-            capture.path, expression, query.offset, query.limit, capture.precision_digits
-        )
-    except EngineError as error:
-        raise engine_error(error) from error
+    expression = engine_flows.flow_filter(query.filter, query.stream)
+    flow = await engine_flows.flow(
+        capture.path, expression, query.offset, query.limit, capture.precision_digits
+    )
     return asdict(flow)
 
 
@@ -601,10 +592,7 @@ class ExpertOut(Schema):
 )
 async def expert_info(request: HttpRequest, capture_id: int, filter: str = "") -> dict[str, Any]:  # noqa: A002
     capture = await capture_for(request, capture_id)
-    try:
-        items = await engine_expert.expert_items(capture.path, filter)
-    except EngineError as error:
-        raise engine_error(error) from error
+    items = await engine_expert.expert_items(capture.path, filter)
     summary = [
         {
             "severity": g.severity,
@@ -648,8 +636,5 @@ class IOGraphOut(Schema):
 async def io_graph(request: HttpRequest, capture_id: int, query: Query[IOGraphQuery]) -> dict[str, Any]:
     capture = await capture_for(request, capture_id)
     series = engine_iograph.pair_series(query.graph, query.filter)
-    try:
-        graph = await engine_iograph.io_graph(capture.path, query.interval, series)
-    except EngineError as error:
-        raise engine_error(error) from error
+    graph = await engine_iograph.io_graph(capture.path, query.interval, series)
     return {"interval_ms": graph.interval_ms, "series": [asdict(s) for s in graph.series]}
