@@ -43,13 +43,16 @@ function stateUrl() {
 }
 
 // The header's Flow graph link draws the packets the list shows: it carries the current filter.
+// The Export… link does too: it exports the displayed packets.
 function updateFlowLink() {
-  const link = document.getElementById("flow-graph-link");
-  if (!link) return;
-  const url = new URL(link.href);
-  if (state.filter) url.searchParams.set("filter", state.filter);
-  else url.searchParams.delete("filter");
-  link.href = `${url.pathname}${url.search}`;
+  for (const id of ["flow-graph-link", "export-link"]) {
+    const link = document.getElementById(id);
+    if (!link) continue;
+    const url = new URL(link.href);
+    if (state.filter) url.searchParams.set("filter", state.filter);
+    else url.searchParams.delete("filter");
+    link.href = `${url.pathname}${url.search}`;
+  }
 }
 
 function saveUrl(push) {
