@@ -20,12 +20,14 @@ from ninja.errors import HttpError
 from . import captures
 from .access import capture_for
 from .engine import expert as engine_expert
+from .engine import export as engine_export
 from .engine import flows as engine_flows
 from .engine import follow as engine_follow
 from .engine import iograph as engine_iograph
 from .engine import keylog
 from .engine import packets as engine_packets
 from .engine import stats as engine_stats
+from .engine import tables as engine_tables
 from .engine.errors import EngineCrashed, EngineError
 from .engine.follow import FollowResult
 from .engine.sessions import engine
@@ -638,3 +640,149 @@ async def io_graph(request: HttpRequest, capture_id: int, query: Query[IOGraphQu
     series = engine_iograph.pair_series(query.graph, query.filter)
     graph = await engine_iograph.io_graph(capture.path, query.interval, series)
     return {"interval_ms": graph.interval_ms, "series": [asdict(s) for s in graph.series]}
+
+
+class ExportQuery(Schema):
+    filter: str = ""
+    # Strings, so that a form's empty fields mean "no bound" rather than a validation error.
+    first: str = ""
+    last: str = ""
+    range: str = ""  # "all" ignores first and last (the export page's radio buttons)
+
+
+def frame_bound(value: str, name: str) -> int | None:
+    value = value.strip()
+    if not value:
+        return None
+    if not value.isdigit():
+        raise HttpError(400, f"{name} must be a frame number")
+    return int(value)
+
+
+def file_stem(name: str) -> str:
+    """Return a capture's name without its extension (both of .pcap.gz)."""
+    stem = Path(name).stem
+    return (Path(stem).stem if name.endswith(".gz") else stem) or "capture"
+
+
+async def read_and_remove(path: Path) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in read_file(path):
+            yield chunk
+    finally:
+        path.unlink(missing_ok=True)
+
+
+@api.get(
+    "/captures/{capture_id}/export",
+    response={200: bytes, 400: Error, 404: Error},
+    summary="Export specified packets: the displayed frames (optionally first..last) as pcapng",
+)
+async def export_packets(
+    request: HttpRequest, capture_id: int, query: Query[ExportQuery]
+) -> StreamingHttpResponse:
+    capture = await capture_for(request, capture_id)
+    everything = query.range == "all"
+    first = None if everything else frame_bound(query.first, "first")
+    last = None if everything else frame_bound(query.last, "last")
+    path = await engine_export.export_packets(capture.path, query.filter, first, last)
+    response = StreamingHttpResponse(read_and_remove(path), content_type="application/octet-stream")
+    response["Content-Length"] = str(path.stat().st_size)
+    name = f"{file_stem(capture.name)}-export.pcapng"
+    response["Content-Disposition"] = content_disposition_header(True, name) or "attachment"
+    return response
+
+
+class HttpObjectOut(Schema):
+    index: int
+    packet: int
+    hostname: str
+    content_type: str
+    filename: str
+    size: int
+    download_url: str
+
+
+@api.get(
+    "/captures/{capture_id}/http-objects",
+    response={200: list[HttpObjectOut], 400: Error, 404: Error},
+    summary="HTTP objects (File → Export Objects → HTTP)",
+)
+async def http_objects(request: HttpRequest, capture_id: int) -> list[dict[str, Any]]:
+    capture = await capture_for(request, capture_id)
+    objects = await engine_export.http_objects(capture.path)
+    return [
+        {
+            **{k: v for k, v in asdict(item).items() if k != "token"},
+            "download_url": f"/api/captures/{capture.pk}/http-objects/{item.index}",
+        }
+        for item in objects
+    ]
+
+
+@api.get(
+    "/captures/{capture_id}/http-objects.zip",
+    response={200: bytes, 400: Error, 404: Error},
+    summary="Every HTTP object in a zip (refused when they total 64 MB or more)",
+)
+async def http_objects_zip(request: HttpRequest, capture_id: int) -> HttpResponse:
+    capture = await capture_for(request, capture_id)
+    data = await engine_export.http_objects_zip(capture.path)
+    response = HttpResponse(data, content_type="application/zip")
+    name = f"{file_stem(capture.name)}-http-objects.zip"
+    response["Content-Disposition"] = content_disposition_header(True, name) or "attachment"
+    return response
+
+
+@api.get(
+    "/captures/{capture_id}/http-objects/{index}",
+    response={200: bytes, 400: Error, 404: Error},
+    summary="One HTTP object's bytes",
+)
+async def http_object(request: HttpRequest, capture_id: int, index: int) -> HttpResponse:
+    capture = await capture_for(request, capture_id)
+    item, data = await engine_export.http_object(capture.path, index)
+    response = HttpResponse(data, content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(True, item.safe_name) or "attachment"
+    return response
+
+
+class HttpRequestOut(Schema):
+    frame: int
+    method: str
+    host: str
+    uri: str
+    status: int | None
+    phrase: str
+    response_frame: int | None
+    time: float | None = Field(description="Seconds from the request to its response (http.time)")
+
+
+@api.get(
+    "/captures/{capture_id}/http-requests",
+    response={200: list[HttpRequestOut], 400: Error, 404: Error},
+    summary="HTTP requests, one per row with its response, optionally limited to a display filter",
+)
+async def http_requests(request: HttpRequest, capture_id: int, filter: str = "") -> list[dict[str, Any]]:  # noqa: A002
+    capture = await capture_for(request, capture_id)
+    return [asdict(row) for row in await engine_tables.http_requests(capture.path, filter)]
+
+
+class DnsQueryOut(Schema):
+    frame: int
+    name: str
+    type: str
+    response_frame: int | None
+    rcode: str
+    answers: str
+    time: float | None = Field(description="Seconds from the query to its response (dns.time)")
+
+
+@api.get(
+    "/captures/{capture_id}/dns-queries",
+    response={200: list[DnsQueryOut], 400: Error, 404: Error},
+    summary="DNS queries, one per row with its response, optionally limited to a display filter",
+)
+async def dns_queries(request: HttpRequest, capture_id: int, filter: str = "") -> list[dict[str, Any]]:  # noqa: A002
+    capture = await capture_for(request, capture_id)
+    return [asdict(row) for row in await engine_tables.dns_queries(capture.path, filter)]

@@ -21,4 +21,13 @@ urlpatterns = [
     path("captures/<int:capture_id>/flow/", views.flow, name="flow"),
     path("captures/<int:capture_id>/expert/", views.expert, name="expert"),
     path("captures/<int:capture_id>/io-graph/", views.io_graph, name="io_graph"),
+    path("captures/<int:capture_id>/http-requests/", views.http_requests, name="http_requests"),
+    path("captures/<int:capture_id>/dns-queries/", views.dns_queries, name="dns_queries"),
+    path(
+        "captures/<int:capture_id>/conversation-graph/",
+        views.conversation_graph_page,
+        name="conversation_graph",
+    ),
+    path("captures/<int:capture_id>/export/", views.export, name="export"),
+    path("captures/<int:capture_id>/http-objects/", views.http_objects, name="http_objects"),
 ]

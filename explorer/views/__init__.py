@@ -1,20 +1,27 @@
 from .captures import capture_delete, capture_keylog, capture_list, capture_properties, upload
 from .expert import expert
+from .export import export, http_objects
 from .flow import flow
 from .follow import follow
 from .iograph import io_graph
 from .packets import capture, packet_detail
 from .statistics import statistics
+from .tables import conversation_graph_page, dns_queries, http_requests
 
 __all__ = [
     "capture",
     "capture_delete",
     "capture_keylog",
     "capture_list",
+    "conversation_graph_page",
+    "dns_queries",
     "capture_properties",
     "expert",
+    "export",
     "flow",
     "follow",
+    "http_requests",
+    "http_objects",
     "io_graph",
     "packet_detail",
     "statistics",

@@ -97,8 +97,14 @@ def stats_tabs(capture: Capture, filter_text: str, kind: str = DEFAULT_KIND) -> 
     for key, label, name in (
         ("expert", "Expert Information", "expert"),
         ("iograph", "I/O Graph", "io_graph"),
+        ("http_objects", "HTTP Objects", "http_objects"),
+        ("http_requests", "HTTP Requests", "http_requests"),
+        ("dns_queries", "DNS Queries", "dns_queries"),
     ):
         tabs.append((key, label, reverse(f"explorer:{name}", args=[capture.pk]) + query))
+    graph_query = urlencode({"kind": kind if kind in ("IPv4", "IPv6") else "IPv4", "filter": filter_text})
+    graph_url = reverse("explorer:conversation_graph", args=[capture.pk]) + f"?{graph_query}"
+    tabs.append(("conversation_graph", "Conversation graph", graph_url))
     return tabs
 
 
