@@ -24,7 +24,6 @@ from .engine import export as engine_export
 from .engine import flows as engine_flows
 from .engine import follow as engine_follow
 from .engine import iograph as engine_iograph
-from .engine import keylog
 from .engine import packets as engine_packets
 from .engine import stats as engine_stats
 from .engine import tables as engine_tables
@@ -213,7 +212,12 @@ def not_found(request: HttpRequest, exc: Http404) -> Any:
                     "schema": {
                         "type": "object",
                         "properties": {
-                            "file": {"type": "array", "items": {"type": "string", "format": "binary"}}
+                            "file": {"type": "array", "items": {"type": "string", "format": "binary"}},
+                            "keylog": {
+                                "type": "string",
+                                "format": "binary",
+                                "description": "optional TLS key log (SSLKEYLOGFILE) for every file",
+                            },
                         },
                         "required": ["file"],
                     }
@@ -286,14 +290,8 @@ async def attach_keylog(request: HttpRequest, capture_id: int) -> dict[str, int]
     uploads = staged_uploads(request)
     if uploads.errors or not uploads.files:
         raise HttpError(400, uploads.errors[0][1] if uploads.errors else "no file in the request")
-    staged = uploads.files[0]
-    if (staged.size or 0) > keylog.MAX_KEYLOG_BYTES:
-        raise HttpError(400, f"key log larger than {keylog.MAX_KEYLOG_BYTES // (1024 * 1024)} MB")
-    data = await sync_to_async(staged.staging_path.read_bytes)()
-    try:
-        return {"secrets": await captures.attach_keylog(capture, data)}
-    except keylog.NotAKeyLog as error:
-        raise HttpError(400, error.message) from error
+    data = await sync_to_async(captures.staged_keylog_bytes)(uploads.files[0])
+    return {"secrets": await captures.attach_keylog(capture, data)}
 
 
 @api.delete(

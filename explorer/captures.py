@@ -68,7 +68,7 @@ async def store(staged: StagedFile) -> Capture:
 
 
 async def store_uploads(uploads: StagedUploads) -> tuple[list[Capture], list[tuple[str, str]]]:
-    """Store every staged file; return the captures and (display name, message) per rejection."""
+    """Store every staged file, with the key log sent along; return captures and rejections."""
     stored: list[Capture] = []
     errors = [(display_name(name), message) for name, message in uploads.errors]
     for staged in uploads.files:
@@ -76,7 +76,21 @@ async def store_uploads(uploads: StagedUploads) -> tuple[list[Capture], list[tup
             stored.append(await store(staged))
         except NotACapture as error:
             errors.append((display_name(staged.name or ""), error.message))
+    if uploads.keylog is not None and stored:
+        try:
+            data = await sync_to_async(staged_keylog_bytes)(uploads.keylog)
+            for capture in stored:
+                await attach_keylog(capture, data)
+        except keylog.NotAKeyLog as error:
+            errors.append((display_name(uploads.keylog.name or ""), error.message))
     return stored, errors
+
+
+def staged_keylog_bytes(staged: StagedFile) -> bytes:
+    """Return a staged key log's bytes, refusing one too large to be a key log."""
+    if (staged.size or 0) > keylog.MAX_KEYLOG_BYTES:
+        raise keylog.NotAKeyLog(f"key log larger than {keylog.MAX_KEYLOG_BYTES // (1024 * 1024)} MB")
+    return staged.staging_path.read_bytes()
 
 
 def stage_local_file(path: Path) -> StagedFile:

@@ -64,10 +64,13 @@ class StagedFile(UploadedFile):
 class StagedUploads:
     files: list[StagedFile] = field(default_factory=list)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    keylog: StagedFile | None = None  # a TLS key log sent along, for every file
 
     def discard(self) -> None:
         for staged in self.files:
             staged.discard()
+        if self.keylog is not None:
+            self.keylog.discard()
 
 
 def staged_uploads(request: HttpRequest) -> StagedUploads:
@@ -289,6 +292,8 @@ async def _receive_uploads(receive: Any, boundary: bytes, limit: int) -> tuple[b
             uploads.errors.append((part.filename, limit_message()))
         elif part.name == "file":
             uploads.files.append(StagedFile(part.path, part.filename, part.size, part.hash.hexdigest()))
+        elif part.name == "keylog" and part.size and uploads.keylog is None:
+            uploads.keylog = StagedFile(part.path, part.filename, part.size, part.hash.hexdigest())
         else:
             part.discard()
     return urlencode(fields).encode(), uploads

@@ -93,3 +93,28 @@ def test_the_properties_page_attaches_a_key_log(api: httpx.Client, tls_capture: 
     page = api.get(f"/captures/{tls_capture}/properties/").text
     assert "Key log attached: 6 secrets" in page
     assert len(all_packets(api, tls_capture, filter="http")) == 2
+
+
+def test_a_key_log_sent_with_the_upload_decrypts_each_capture(api: httpx.Client) -> None:
+    with open(TLS, "rb") as capture, open(KEYS, "rb") as keys:
+        response = api.post(
+            "/api/captures/",
+            files=[("file", ("a.pcap", capture.read())), ("keylog", ("keys.log", keys.read()))],
+        )
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["errors"] == []
+    assert body["captures"][0]["keylog_secrets"] == 6
+    assert [row["number"] for row in all_packets(api, body["id"], filter="http")] == [10, 30]
+
+
+def test_a_bad_key_log_with_the_upload_is_reported_and_the_capture_kept(api: httpx.Client) -> None:
+    response = api.post(
+        "/api/captures/",
+        files=[("file", ("b.pcap", TLS.read_bytes())), ("keylog", ("notes.txt", b"hello\n"))],
+    )
+    assert response.status_code == 201
+    body = response.json()
+    assert body["errors"] == [{"name": "notes.txt", "error": body["errors"][0]["error"]}]
+    assert "not a TLS key log file" in body["errors"][0]["error"]
+    assert api.get(f"/api/captures/{body['id']}/").json()["keylog_secrets"] is None

@@ -173,9 +173,7 @@ async def capture_keylog(request: HttpRequest, capture_id: int) -> HttpResponse:
         return redirect("explorer:capture_properties", capture_id=capture.pk)
     staged = uploads.files[0]
     try:
-        if (staged.size or 0) > keylog.MAX_KEYLOG_BYTES:
-            raise keylog.NotAKeyLog(f"key log larger than {keylog.MAX_KEYLOG_BYTES // (1024 * 1024)} MB")
-        data = await sync_to_async(staged.staging_path.read_bytes)()
+        data = await sync_to_async(captures.staged_keylog_bytes)(staged)
         secrets = await captures.attach_keylog(capture, data)
     except keylog.NotAKeyLog as error:
         messages.error(request, f"{captures.display_name(staged.name or '')}: {error.message}")

@@ -111,6 +111,9 @@ function start(item) {
   });
   const body = new FormData();
   body.append("file", item.file, item.file.name);
+  // A key log chosen beside the captures decrypts each of them.
+  const keylog = document.getElementById("upload-keylog");
+  if (keylog && keylog.files.length) body.append("keylog", keylog.files[0], keylog.files[0].name);
   xhr.send(body);
 }
 
