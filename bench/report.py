@@ -186,9 +186,41 @@ def rows(results: dict[str, Any]) -> list[Row]:
             dig(raw, "memory_end", "peak_mb"),
             "MB",
         ),
+        *operation_rows(results),
         Row("Reference: `tshark -r FILE > /dev/null`", None, dig(results, "tshark", "summary_s"), "s"),
         Row(f"Reference: `tshark -2 -Y {filt} -T fields`", None, dig(results, "tshark", "filter_s"), "s"),
     ]
+    return rows
+
+
+OPERATION_RATIO = 1.2
+
+
+def operation_rows(results: dict[str, Any]) -> list[Row]:
+    """Follow, conversations, I/O graph, flow and export: server API vs raw sharkd/tshark."""
+    raw, srv = dig(results, "raw", "operations"), dig(results, "server", "operations")
+    target = Target(OPERATION_RATIO, ratio=True)
+    streams = dig(srv, "streams") or dig(raw, "streams") or ["?", "?"]
+    interval_ms = dig(srv, "iograph", "interval_ms") or dig(raw, "iograph", "interval_ms")
+    interval = f"{interval_ms / 1000:g} s" if interval_ms else "?"
+    labels = {
+        "follow": f"Follow TCP stream {streams[0]} (sharkd `follow`)",
+        "conversations": "Conversations TCP (sharkd `conv:TCP` tap)",
+        "iograph": f"I/O graph {interval}, packets (sharkd `iograph`)",
+        "flow": f"Flow diagram of stream {streams[1]} (sharkd `frames`)",
+    }
+    if dig(srv, "iograph", "error"):
+        labels["iograph"] += " — server refused (see below)"
+    rows = [Row(label, dig(srv, key, "s"), dig(raw, key, "s"), "s", target) for key, label in labels.items()]
+    rows.append(
+        Row(
+            "Export `dns` to last byte (vs `tshark -2 -Y dns -w`)",
+            dig(srv, "export", "s"),
+            dig(results, "tshark", "export", "s"),
+            "s",
+            target,
+        )
+    )
     return rows
 
 
@@ -233,7 +265,12 @@ def markdown(results: dict[str, Any]) -> str:
     lines += [
         "",
         f"`http.request` matches — sharkd: {matched[0]}, server: {matched[1]}, tshark -2: {matched[2]}.",
+        f"`dns` export frames — server: {dig(results, 'server', 'operations', 'export', 'frames')}, "
+        f"tshark -2 -w: {dig(results, 'tshark', 'export', 'frames')} (tshark adds depended-on frames).",
     ]
+    refused = dig(results, "server", "operations", "iograph", "error")
+    if refused:
+        lines.append(f"Server I/O graph refused (400): {refused}")
     return "\n".join(lines) + "\n"
 
 

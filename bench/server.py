@@ -18,6 +18,7 @@ import httpx
 import websockets
 
 from bench.errors import BenchError, ServerUnavailable
+from bench.operations import server_operations
 from bench.procs import spawned, tree_rss_kib
 from bench.sharkd import FILTERS, PAGE
 from bench.timing import median_of, page_offsets, spread, timed
@@ -307,6 +308,8 @@ async def _measure(proc: asyncio.subprocess.Process, port: int, capture: Path) -
                 result["standby_load_s"], _ = await timed(_wait_sessions(client, capture_id, 2))
                 result["memory_two_viewers_mb"] = sampler.now_mb()
                 result["concurrency"] = await _measure_concurrency(client, capture_id, total)
+            # The viewers have left: one lone client now runs the analysis operations.
+            result["operations"] = await server_operations(client, capture_id)
             sampler.now_mb()
             result["memory_peak_mb"] = sampler.peak_kib / 1024
             return result

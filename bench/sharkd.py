@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.errors import BenchError
+from bench.operations import raw_operations, tshark_export
 from bench.procs import memory_kib, spawned
 from bench.timing import median_of, page_offsets, spread, timed
 
@@ -119,6 +120,8 @@ async def measure_sharkd(path: Path) -> dict[str, Any]:
         numbers = spread(total)
         result["details"] = await median_of(lambda i: shark.frame(numbers[i % len(numbers)]))
         result["filters"] = {f: await _measure_filter(shark, f) for f in FILTERS}
+        # After the filters: `http.request` (which picks the streams) is cached by now.
+        result["operations"] = await raw_operations(shark)
         result["memory_end"] = _memory_mb(proc.pid)
         return result
 
@@ -157,4 +160,10 @@ async def measure_tshark(path: Path) -> dict[str, Any]:
         "frame.number",
         count_lines=True,
     )
-    return {"summary_s": summary_s, "filter": FILTERS[0], "filter_s": filter_s, "filter_matched": matched}
+    return {
+        "summary_s": summary_s,
+        "filter": FILTERS[0],
+        "filter_s": filter_s,
+        "filter_matched": matched,
+        "export": await tshark_export(path),
+    }
