@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .sessions import engine
-from .stats import _checked, _remember, _results, matching_frames
+from .stats import _checked, _recall, _remember, matching_frames
 
 # Wireshark's severities, most severe first, and the names its display filters use for them.
 SEVERITIES = ["Error", "Warning", "Note", "Chat", "Comment"]
@@ -62,9 +62,8 @@ def _severity_rank(severity: str) -> int:
 
 async def _all_items(path: Path) -> list[ExpertItem]:
     key = (path, "expert", None)
-    if key in _results:
-        _results.move_to_end(key)
-        return list(_results[key])
+    if (known := _recall(key)) is not None:
+        return list(known)
     result = await engine().sessions(path).call("tap", {"tap0": "expert"})
     taps = result.get("taps", [])
     details = taps[0].get("details", []) if taps else []
@@ -90,9 +89,8 @@ async def expert_items(path: Path, filter_text: str = "") -> list[ExpertItem]:
     if expression is None:
         return items
     key = (path, "expert", expression)
-    if key in _results:
-        _results.move_to_end(key)
-        return list(_results[key])
+    if (known := _recall(key)) is not None:
+        return list(known)
     wanted = set(await matching_frames(path, expression))
     return list(_remember(key, [item for item in items if item.frame in wanted]))
 

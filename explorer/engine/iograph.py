@@ -16,7 +16,7 @@ from typing import Any
 
 from .errors import EngineError
 from .sessions import engine
-from .stats import _checked, _remember, _results
+from .stats import _checked, _recall, _remember
 
 INTERVALS_MS = [1, 10, 100, 1_000, 10_000, 60_000, 600_000]
 UNITS = ["packets", "bytes"]
@@ -83,9 +83,8 @@ async def io_graph(path: Path, interval_ms: int, series: list[tuple[str, str]]) 
     _check(interval_ms, series)
     expressions = [await _checked(path, filter_text) for filter_text, _ in series]
     key = (path, "iograph", interval_ms, tuple(zip(expressions, (unit for _, unit in series), strict=True)))
-    if key in _results:
-        _results.move_to_end(key)
-        return IOGraph(interval_ms, [Series(s.filter, s.unit, list(s.values)) for s in _results[key].series])
+    if (known := _recall(key)) is not None:
+        return IOGraph(interval_ms, [Series(s.filter, s.unit, list(s.values)) for s in known.series])
     sessions = engine().sessions(path)
     await sessions.wait_loaded()
     status = await sessions.call("status")

@@ -88,6 +88,14 @@ _results: OrderedDict[Hashable, Any] = OrderedDict()
 _copy_locks: dict[Path, asyncio.Lock] = {}
 
 
+def _recall(key: Hashable) -> Any | None:
+    """Return a remembered result (marking it recently used), or None."""
+    if key not in _results:
+        return None
+    _results.move_to_end(key)
+    return _results[key]
+
+
 def _remember(key: Hashable, value: Any) -> Any:
     _results[key] = value
     _results.move_to_end(key)
@@ -231,9 +239,8 @@ async def conversations(path: Path, kind: str, filter_text: str = "") -> list[Co
     _check_kind(kind)
     expression = await _checked(path, filter_text)
     key = (path, "conv", kind, expression)
-    if key in _results:
-        _results.move_to_end(key)
-        return list(_results[key])
+    if (known := _recall(key)) is not None:
+        return list(known)
     tap, offset = await _tap(path, f"conv:{kind}", expression)
     rows = []
     for raw in tap.get("convs", []):
@@ -264,9 +271,8 @@ async def endpoints(path: Path, kind: str, filter_text: str = "") -> list[Endpoi
     _check_kind(kind)
     expression = await _checked(path, filter_text)
     key = (path, "endpt", kind, expression)
-    if key in _results:
-        _results.move_to_end(key)
-        return list(_results[key])
+    if (known := _recall(key)) is not None:
+        return list(known)
     tap, _ = await _tap(path, f"endpt:{kind}", expression)
     rows = [
         Endpoint(
@@ -300,9 +306,8 @@ async def protocol_hierarchy(path: Path, filter_text: str = "") -> list[Protocol
     """Return the protocol tree of the frames matching the filter, with shares of the total."""
     expression = await _checked(path, filter_text)
     key = (path, "phs", expression)
-    if key in _results:
-        _results.move_to_end(key)
-        return list(_results[key])
+    if (known := _recall(key)) is not None:
+        return list(known)
     # The totals, as Wireshark's "Frame" row: frames and bytes the filter displays.
     params: dict[str, Any] = {"interval": COUNT_INTERVAL_MS}
     if expression:

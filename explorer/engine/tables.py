@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .sessions import engine
-from .stats import _checked, _remember, _results
+from .stats import _checked, _recall, _remember
 
 HTTP_FILTER = "http.request || http.response"
 HTTP_COLUMNS = [
@@ -94,9 +94,8 @@ async def http_requests(path: Path, filter_text: str = "") -> list[HttpRequest]:
     user = await _checked(path, filter_text)
     expression = combined_filter(user or "", HTTP_FILTER)
     key = (path, "http-requests", expression)
-    if key in _results:
-        _results.move_to_end(key)
-        return list(_results[key])
+    if (known := _recall(key)) is not None:
+        return list(known)
     raw_rows = await _rows(path, expression, HTTP_COLUMNS)
     requests: list[tuple[int, list[str]]] = []
     responses: dict[int, list[str]] = {}
@@ -141,9 +140,8 @@ async def dns_queries(path: Path, filter_text: str = "") -> list[DnsQuery]:
     user = await _checked(path, filter_text)
     expression = combined_filter(user or "", DNS_FILTER)
     key = (path, "dns-queries", expression)
-    if key in _results:
-        _results.move_to_end(key)
-        return list(_results[key])
+    if (known := _recall(key)) is not None:
+        return list(known)
     raw_rows = await _rows(path, expression, DNS_COLUMNS)
     queries: list[tuple[int, list[str]]] = []
     responses: dict[int, list[str]] = {}
