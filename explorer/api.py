@@ -18,7 +18,7 @@ from django.utils.http import content_disposition_header
 from ninja import Field, NinjaAPI, Query, Schema
 from ninja.errors import HttpError
 
-from . import captures
+from . import captures, marks
 from .access import capture_for
 from .engine import expert as engine_expert
 from .engine import export as engine_export
@@ -663,7 +663,9 @@ class ExportQuery(Schema):
     # Strings, so that a form's empty fields mean "no bound" rather than a validation error.
     first: str = ""
     last: str = ""
-    range: str = ""  # "all" ignores first and last (the export page's radio buttons)
+    # The export page's radio buttons: "all" ignores first and last, "marked" keeps only
+    # the marked frames among the displayed ones.
+    range: str = ""
 
 
 def frame_bound(value: str, name: str) -> int | None:
@@ -698,15 +700,51 @@ async def export_packets(
     request: HttpRequest, capture_id: int, query: Query[ExportQuery]
 ) -> StreamingHttpResponse:
     capture = await capture_for(request, capture_id)
-    everything = query.range == "all"
+    everything = query.range in ("all", "marked")
     first = None if everything else frame_bound(query.first, "first")
     last = None if everything else frame_bound(query.last, "last")
-    path = await engine_export.export_packets(capture.path, query.filter, first, last)
+    only = set(await marks.marked(capture)) if query.range == "marked" else None
+    path = await engine_export.export_packets(capture.path, query.filter, first, last, only)
     response = StreamingHttpResponse(read_and_remove(path), content_type="application/octet-stream")
     response["Content-Length"] = str(path.stat().st_size)
     name = f"{file_stem(capture.name)}-export.pcapng"
     response["Content-Disposition"] = content_disposition_header(True, name) or "attachment"
     return response
+
+
+class MarksOut(Schema):
+    frames: list[int]
+
+
+@api.get("/captures/{capture_id}/marks", response={200: MarksOut, 404: Error}, summary="Marked frames")
+async def marked_frames(request: HttpRequest, capture_id: int) -> dict[str, Any]:
+    return {"frames": await marks.marked(await capture_for(request, capture_id))}
+
+
+@api.put(
+    "/captures/{capture_id}/marks/{number}",
+    response={204: None, 400: Error, 404: Error},
+    summary="Mark a frame",
+)
+async def mark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
+    await marks.mark(await capture_for(request, capture_id), number)
+    return 204, None
+
+
+@api.delete(
+    "/captures/{capture_id}/marks/{number}",
+    response={204: None, 400: Error, 404: Error},
+    summary="Unmark a frame",
+)
+async def unmark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
+    await marks.unmark(await capture_for(request, capture_id), number)
+    return 204, None
+
+
+@api.delete("/captures/{capture_id}/marks", response={204: None, 404: Error}, summary="Unmark every frame")
+async def unmark_all(request: HttpRequest, capture_id: int) -> tuple[int, None]:
+    await marks.unmark_all(await capture_for(request, capture_id))
+    return 204, None
 
 
 class HttpObjectOut(Schema):

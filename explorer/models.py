@@ -94,3 +94,22 @@ class Capture(models.Model):
             "average_packet_size": self.average_packet_size,
             "average_packet_rate": self.average_packet_rate,
         }
+
+
+class MarkedPacket(models.Model):
+    """A frame marked in the packet list (Wireshark's Edit → Mark Packet).
+
+    Marks stay with the capture, so the frames one person set aside are there for everyone
+    who opens it, and "marked packets only" exports them.
+    """
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="marks")
+    number = models.PositiveBigIntegerField(help_text="Frame number, from 1.")
+    marked_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["number"]
+        constraints = [models.UniqueConstraint(fields=["capture", "number"], name="one_mark_per_frame")]
+
+    def __str__(self) -> str:
+        return f"{self.capture} #{self.number}"

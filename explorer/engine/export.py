@@ -73,8 +73,11 @@ async def export_packets(
     filter: str = "",
     first: int | None = None,
     last: int | None = None,  # noqa: A002
+    only: set[int] | None = None,
 ) -> Path:
     """Write the frames displayed for a filter (all without one), within first..last, as pcapng.
+
+    `only` narrows them to chosen frames (the marked ones), as Wireshark's "Marked packets only".
 
     The caller removes the returned file when done with it.
     """
@@ -90,6 +93,8 @@ async def export_packets(
         numbers = list(range(1, await count(path) + 1))
     # None displayed makes a valid pcapng without packets, as the filter asked.
     numbers = [n for n in numbers if n >= start and (end is None or n <= end)]
+    if only is not None:
+        numbers = [n for n in numbers if n in only]
 
     directory = exports_dir()
     directory.mkdir(parents=True, exist_ok=True)

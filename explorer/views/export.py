@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from .. import marks
 from ..access import capture_for
 from ..engine import export as engine_export
 from ..engine.errors import EngineError
@@ -22,6 +23,7 @@ async def export(request: HttpRequest, capture_id: int) -> HttpResponse:
     context = {
         "capture": capture,
         "filter_text": request.GET.get("filter", "").strip(),
+        "marked": len(await marks.marked(capture)),
         "export_url": reverse("api:export_packets", args=[capture.pk]),
         "download_url": reverse("api:download", args=[capture.pk]),
     }

@@ -112,6 +112,7 @@ async def capture(request: HttpRequest, capture_id: int) -> HttpResponse:
             "websocket": f"/ws/captures/{capture.pk}/",
             "check": reverse("api:check_filter"),
             "complete": reverse("api:complete_field"),
+            "marks": reverse("api:marked_frames", args=[capture.pk]),
         },
         **detail,
     }

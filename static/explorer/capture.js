@@ -1,9 +1,11 @@
 // The capture view: wires the filter bar, the packet list, the details and the load progress,
 // and keeps the state in the URL (?filter=&packet=&time=) so a reload or a copied link restores it.
 import { FilterBar } from "./filter-bar.js";
+import { Marks } from "./marks.js";
+import { PacketMenu } from "./packet-menu.js";
 import { PacketDetail } from "./packet-detail.js";
 import { PacketList } from "./packet-list.js";
-import { debounce } from "./util.js";
+import { csrfToken, debounce } from "./util.js";
 
 const app = document.getElementById("capture-app");
 const data = app.dataset;
@@ -27,6 +29,7 @@ const el = {
   packets: document.getElementById("status-packets"),
   displayed: document.getElementById("status-displayed"),
   selected: document.getElementById("status-selected"),
+  marked: document.getElementById("status-marked"),
   panes: document.getElementById("panes"),
   listRoot: document.getElementById("packet-list"),
 };
@@ -217,12 +220,83 @@ window.addEventListener("popstate", async () => {
   }
 });
 
+// ---- marked packets -----------------------------------------------------------------------
+
+const marks = new Marks({
+  url: data.marksUrl,
+  list,
+  onChange(count) {
+    el.marked.hidden = !count;
+    el.marked.textContent = `· Marked: ${count.toLocaleString()}`;
+  },
+  onError: (message) => list.setMessage(message),
+});
+
+/** Select the next (step 1) or previous (step -1) marked packet the list displays. */
+async function goToMark(step) {
+  let number = state.packet;
+  while ((number = marks.neighbour(number, step)) !== null) {
+    if (await list.selectNumber(number, { center: true })) return;
+  }
+}
+
+async function unmarkAll() {
+  try {
+    const response = await fetch(data.marksUrl, { method: "DELETE", headers: { "X-CSRFToken": csrfToken() } });
+    if (response.ok) marks.set([]);
+  } catch {
+    list.setMessage("The server did not answer.");
+  }
+}
+
+function packetAction(action, number) {
+  switch (action) {
+    case "is-marked":
+      return marks.has(number);
+    case "mark":
+      return marks.toggle(number);
+    case "next-mark":
+      return goToMark(1);
+    case "previous-mark":
+      return goToMark(-1);
+    case "unmark-all":
+      return unmarkAll();
+    default:
+      return null;
+  }
+}
+
+const packetMenu = new PacketMenu(document.getElementById("packet-menu"), {
+  listRoot: el.listRoot,
+  detailRoot: document.getElementById("packet-detail"),
+  onSelect: (index) => list.selectIndex(index, { scroll: false }),
+  onAction: packetAction,
+});
+
 document.addEventListener("keydown", (event) => {
-  // Ctrl-/ focuses the display filter, as in Wireshark.
-  if ((event.ctrlKey || event.metaKey) && event.key === "/") {
+  if (!(event.ctrlKey || event.metaKey) || event.altKey) return;
+  const key = event.key.toLowerCase();
+  if (key === "/") {
+    // Ctrl-/ focuses the display filter, as in Wireshark.
     event.preventDefault();
     filterBar.focus();
+  } else if (key === "m" && !event.shiftKey && state.packet && !event.target.closest("input, select, textarea")) {
+    event.preventDefault();
+    marks.toggle(state.packet);
+  } else if ((key === "n" || key === "b") && event.shiftKey) {
+    event.preventDefault();
+    goToMark(key === "n" ? 1 : -1);
   }
+});
+
+// The list's context-menu key and Shift+F10 open the packet menu at the selected row.
+el.listRoot.addEventListener("keydown", (event) => {
+  if (event.key !== "ContextMenu" && !(event.shiftKey && event.key === "F10")) return;
+  const row = el.listRoot.querySelector(".packet-row.selected");
+  if (!row || !state.packet) return;
+  event.preventDefault();
+  const rect = row.getBoundingClientRect();
+  packetMenu.open(rect.left + 40, rect.bottom, state.packet);
 });
 
 // ---- loading the capture ------------------------------------------------------------------
@@ -366,3 +440,4 @@ el.displayed.textContent = "Displayed: …";
 showSelected(state.packet);
 setLoadState("loading", "Loading…");
 followLoad();
+marks.load();

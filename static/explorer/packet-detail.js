@@ -1,5 +1,6 @@
 // Packet details and bytes: the server renders the tree and hex dumps (an htmx fragment);
 // this links them: a selected field highlights its bytes, a clicked byte selects its field.
+import { onMenuKey, openMenuAt } from "./menu.js";
 import { element } from "./util.js";
 
 const EXPANDED_KEY = "captureExplorer.expandedSubtrees";
@@ -360,12 +361,7 @@ export class PacketDetail {
     for (const button of this.menu.querySelectorAll("button")) {
       button.disabled = !hasFilter && button.dataset.action !== "copy-label";
     }
-    this.menu.hidden = false;
-    const width = this.menu.offsetWidth;
-    const height = this.menu.offsetHeight;
-    this.menu.style.left = `${Math.max(0, Math.min(x, window.innerWidth - width - 4))}px`;
-    this.menu.style.top = `${Math.max(0, y + height > window.innerHeight ? y - height : y)}px`;
-    this.menu.querySelector("button:not(:disabled)")?.focus();
+    openMenuAt(this.menu, x, y);
   }
 
   closeMenu() {
@@ -390,17 +386,6 @@ export class PacketDetail {
   }
 
   onMenuKey(event) {
-    const buttons = Array.from(this.menu.querySelectorAll("button:not(:disabled)"));
-    const index = buttons.indexOf(document.activeElement);
-    if (event.key === "Escape") {
-      event.preventDefault();
-      this.closeMenu();
-    } else if (event.key === "ArrowDown" || event.key === "ArrowUp") {
-      event.preventDefault();
-      const next = (index + (event.key === "ArrowDown" ? 1 : -1) + buttons.length) % buttons.length;
-      buttons[next]?.focus();
-    } else if (event.key === "Tab") {
-      this.closeMenu();
-    }
+    onMenuKey(this.menu, event, () => this.closeMenu());
   }
 }

@@ -43,6 +43,7 @@ export class PacketList {
     this.viewport = 0;
     this.pool = [];
     this.frame = 0;
+    this.marks = new Set(); // marked frame numbers
 
     this.scroller.addEventListener("scroll", () => this.onScroll(), { passive: true });
     new ResizeObserver(() => this.scheduleRender()).observe(this.scroller);
@@ -333,6 +334,7 @@ export class PacketList {
         row.style.color = "";
       }
     }
+    row.classList.toggle("marked", Boolean(data) && this.marks.has(data.number));
     const selected = index === this.selectedIndex;
     row.classList.toggle("selected", selected);
     row.setAttribute("aria-selected", selected ? "true" : "false");
@@ -379,6 +381,12 @@ export class PacketList {
   setMessage(text) {
     this.message.textContent = text;
     this.message.hidden = !text;
+  }
+
+  /** Show these frame numbers as marked. */
+  setMarks(numbers) {
+    this.marks = new Set(numbers);
+    this.render();
   }
 
   // ---- selection --------------------------------------------------------------------------
