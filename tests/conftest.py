@@ -213,3 +213,23 @@ def all_packets(client: httpx.Client, capture_id: int, **params: str) -> list[di
         rows += body["packets"]
         if not body["packets"] or len(rows) >= body["displayed"]:
             return rows
+
+
+def tshark_follow(
+    path: Path, kind: str, stream: int, substream: int | None = None
+) -> tuple[list[str], list[tuple[str, bytes]]]:
+    """Return tshark's two nodes (client first) and its payloads as (side, bytes), in order."""
+    selector = f"{stream},{substream}" if substream is not None else str(stream)
+    out = tshark("-2", "-q", "-r", str(path), "-z", f"follow,{kind.lower()},raw,{selector}")
+    lines = out.splitlines()
+    rules = [index for index, line in enumerate(lines) if line.startswith("=====")]
+    block = lines[rules[0] + 1 : rules[1]]
+    nodes = [line.split(": ", 1)[1] for line in block if line.startswith("Node ")]
+    data = [line for line in block if not line.startswith(("Follow:", "Filter:", "Node "))]
+    # Raw output: one line of hex per payload; the server's lines are indented with a tab.
+    segments = [
+        ("server" if line.startswith("\t") else "client", bytes.fromhex(line.strip()))
+        for line in data
+        if line.strip()
+    ]
+    return nodes, segments

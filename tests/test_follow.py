@@ -6,14 +6,13 @@ import base64
 import html
 import re
 import struct
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_numbers, upload
+from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_follow, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -27,23 +26,6 @@ STREAMS = [
     ("http_google.pcapng", "HTTP", 0),
 ]
 STREAM_FIELD = {"TCP": "tcp.stream", "UDP": "udp.stream", "HTTP": "tcp.stream"}
-
-
-def tshark_follow(path: Path, kind: str, stream: int) -> tuple[list[str], list[tuple[str, bytes]]]:
-    """Return tshark's two nodes (client first) and its payloads as (side, bytes), in order."""
-    out = tshark("-2", "-q", "-r", str(path), "-z", f"follow,{kind.lower()},raw,{stream}")
-    lines = out.splitlines()
-    rules = [index for index, line in enumerate(lines) if line.startswith("=====")]
-    block = lines[rules[0] + 1 : rules[1]]
-    nodes = [line.split(": ", 1)[1] for line in block if line.startswith("Node ")]
-    data = [line for line in block if not line.startswith(("Follow:", "Filter:", "Node "))]
-    # Raw output: one line of hex per payload; the server's lines are indented with a tab.
-    segments = [
-        ("server" if line.startswith("\t") else "client", bytes.fromhex(line.strip()))
-        for line in data
-        if line.strip()
-    ]
-    return nodes, segments
 
 
 def endpoint(peer: dict[str, Any]) -> str:

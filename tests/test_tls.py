@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import base64
+import struct
+from pathlib import Path
 
 import httpx
 import pytest
 
-from .conftest import Server, all_packets, shared_capture, tshark_numbers, tshark_rows, upload
+from .conftest import Server, all_packets, shared_capture, tshark_follow, tshark_numbers, tshark_rows, upload
 
 pytestmark = pytest.mark.engine
 
+DECRYPTION_SECRETS_BLOCK = 0x0000000A
 KEYS = shared_capture("tls_nss_example.keys")
 TLS = shared_capture("tls_nss_example.pcap")
 
@@ -78,6 +81,45 @@ def test_embedded_secrets_decrypt_without_a_key_log(api: httpx.Client) -> None:
     capture_id = int(upload(api, path).json()["id"])
     shown = all_packets(api, capture_id, filter="http2.header")
     assert shown and [row["number"] for row in shown] == tshark_numbers(path, "http2.header")
+
+
+def without_secrets(data: bytes) -> bytes:
+    """Return a little-endian pcapng file's blocks without its Decryption Secrets Blocks."""
+    kept, offset = [], 0
+    while offset < len(data):
+        kind, length = struct.unpack_from("<II", data, offset)
+        if kind != DECRYPTION_SECRETS_BLOCK:
+            kept.append(data[offset : offset + length])
+        offset += length
+    return b"".join(kept)
+
+
+def test_embedded_secrets_decrypt_quic(api: httpx.Client, tmp_path: Path) -> None:
+    path = shared_capture("chrome-cloudflare-quic-with-secrets.pcapng")
+    capture_id = int(upload(api, path).json()["id"])
+    # STREAM frames travel in 1-RTT packets: only decrypted packets show them.
+    decrypted = tshark_numbers(path, "quic.stream.stream_id")
+    assert decrypted, "tshark decrypts some QUIC streams with the file's own secrets"
+    shown = all_packets(api, capture_id, filter="quic.stream.stream_id")
+    assert [row["number"] for row in shown] == decrypted
+    assert [row["info"] for row in shown] == [row[6] for row in tshark_rows(path, "quic.stream.stream_id")]
+    detail = api.get(f"/api/captures/{capture_id}/packets/{decrypted[0]}/").json()
+    assert any(source["name"].startswith("Decrypted QUIC") for source in detail["sources"])
+
+    # The stream's bytes are the decrypted ones tshark follows.
+    nodes, segments = tshark_follow(path, "QUIC", 0, 0)
+    followed = api.get(f"/api/captures/{capture_id}/follow", params={"kind": "QUIC", "stream": 0})
+    assert followed.status_code == 200, followed.text
+    body = followed.json()
+    got = [(s["side"], base64.b64decode(s["bytes"])) for s in body["segments"]]
+    assert got == segments and len(nodes) == 2
+
+    # The same file without its Decryption Secrets Block decrypts none of it.
+    stripped = tmp_path / "without-secrets.pcapng"
+    stripped.write_bytes(without_secrets(path.read_bytes()))
+    assert tshark_numbers(stripped, "quic.stream.stream_id") == []
+    bare_id = int(upload(api, stripped).json()["id"])
+    assert all_packets(api, bare_id, filter="quic.stream.stream_id") == []
 
 
 def test_the_properties_page_attaches_a_key_log(api: httpx.Client, tls_capture: int) -> None:
