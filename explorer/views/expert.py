@@ -151,6 +151,7 @@ async def expert(request: HttpRequest, capture_id: int) -> HttpResponse:
         "error": error,
         "download_url": reverse("api:download", args=[capture.pk]),
         "clear_url": page_url(capture, sort=sort),
+        "kept": {"sort": sort},
     }
     template = "explorer/expert.html"
     if wants_partial(request):

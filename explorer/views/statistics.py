@@ -225,6 +225,7 @@ async def statistics(request: HttpRequest, capture_id: int) -> HttpResponse:
         "error": error,
         "download_url": reverse("api:download", args=[capture.pk]),
         "clear_url": page_url(capture, view=view, kind=kind if view != "hierarchy" else ""),
+        "kept": {"view": view, "kind": kind if view != "hierarchy" else "", "sort": params["sort"]},
     }
     template = "explorer/statistics.html"
     if wants_partial(request):

@@ -146,6 +146,7 @@ async def _table_page(
         "download_url": reverse("api:download", args=[capture.pk]),
         "clear_url": view_url(capture, name, sort=sort),
         "action_url": view_url(capture, name),
+        "kept": {"sort": sort},
     }
     template = "explorer/table_page.html"
     if wants_partial(request):
@@ -287,5 +288,6 @@ async def conversation_graph_page(request: HttpRequest, capture_id: int) -> Http
         "max_hosts": MAX_HOSTS,
         "download_url": reverse("api:download", args=[capture.pk]),
         "clear_url": view_url(capture, "conversation_graph", kind=kind),
+        "kept": {"kind": kind},
     }
     return render(request, "explorer/conversation_graph.html", context, status=400 if error else 200)
