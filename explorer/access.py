@@ -1,19 +1,133 @@
-"""Who may see a capture: one helper used by every view, API function and consumer."""
+"""Who may do what with a capture: one place used by every view, API function and consumer.
+
+- The owner, staff and superusers may do everything: change visibility, share, delete.
+- Members of the capture's team (visibility "team") may read and annotate.
+- Anyone holding a valid share link of a capture whose owner allowed links (visibility
+  "link") may read it, without an account; an opened link is remembered in the session.
+- Nobody else learns that the capture exists: they get 404, as for a missing one.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from django.contrib.auth.models import AnonymousUser
+from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
 from django.http import Http404, HttpRequest
+from django.utils import timezone
 
-from .models import Capture
+from .models import Capture, ShareLink, Visibility
+
+Need = Literal["read", "write", "manage"]
+# Session key: ids of the share links this browser has opened.
+OPENED_LINKS = "opened_share_links"
 
 
-async def capture_for(request: HttpRequest | None, capture_id: int) -> Capture:
-    """Return the capture if the requester may see it, else raise Http404.
+@dataclass(frozen=True)
+class Rights:
+    read: bool = False
+    write: bool = False  # annotate, mark packets, attach a key log
+    manage: bool = False  # change visibility and team, share, delete
 
-    Until accounts exist the server listens on loopback and every capture is visible to
-    whoever reaches it; this is the one place that rule lives.
+    def allows(self, need: Need) -> bool:
+        return bool(getattr(self, need))
+
+
+NOTHING = Rights()
+READ_ONLY = Rights(read=True)
+MEMBER = Rights(read=True, write=True)
+EVERYTHING = Rights(read=True, write=True, manage=True)
+
+
+async def user_of(request: HttpRequest) -> Any:
+    """Return the requester: the user of an API token, of the session, or AnonymousUser."""
+    token_user = getattr(request, "token_user", None)
+    if token_user is not None:
+        return token_user
+    auser = getattr(request, "auser", None)
+    return await auser() if auser is not None else AnonymousUser()
+
+
+def active_links() -> QuerySet[ShareLink]:
+    now = timezone.now()
+    return ShareLink.objects.filter(revoked_at__isnull=True).filter(
+        Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+    )
+
+
+def opened_link_ids(session: Any) -> list[int]:
+    if session is None:
+        return []
+    ids = session.get(OPENED_LINKS, [])
+    return [i for i in ids if isinstance(i, int)] if isinstance(ids, list) else []
+
+
+async def rights_of(user: Any, session: Any, capture: Capture) -> Rights:
+    """Return what this user, with this session's opened share links, may do with a capture."""
+    if user is not None and user.is_authenticated:
+        if user.is_staff or user.is_superuser or capture.owner_id == user.pk:
+            return EVERYTHING
+        if (
+            capture.visibility == Visibility.TEAM
+            and capture.team_id is not None
+            and await user.groups.filter(pk=capture.team_id).aexists()
+        ):
+            return MEMBER
+    if capture.visibility == Visibility.LINK:
+        ids = opened_link_ids(session)
+        if ids and await active_links().filter(capture=capture, pk__in=ids).aexists():
+            return READ_ONLY
+    return NOTHING
+
+
+async def rights(request: HttpRequest, capture: Capture) -> Rights:
+    return await rights_of(await user_of(request), getattr(request, "session", None), capture)
+
+
+async def capture_for(request: HttpRequest, capture_id: int, need: Need = "read") -> Capture:
+    """Return the capture if the requester may do what `need` says, else raise.
+
+    Http404 when the requester may not even read it (its existence stays private),
+    PermissionDenied when they may read it but not do this.
     """
     try:
-        return await Capture.objects.aget(pk=capture_id)
+        capture = await Capture.objects.aget(pk=capture_id)
     except Capture.DoesNotExist as error:
         raise Http404("no such capture") from error
+    allowed = await rights(request, capture)
+    if not allowed.read:
+        raise Http404("no such capture")
+    if not allowed.allows(need):
+        raise PermissionDenied(f"you may look at this capture but not {VERBS[need]}")
+    return capture
+
+
+async def capture_for_scope(scope: dict[str, Any], capture_id: int) -> Capture:
+    """Return the capture a websocket may follow (read rights), else raise Http404."""
+    try:
+        capture = await Capture.objects.aget(pk=capture_id)
+    except Capture.DoesNotExist as error:
+        raise Http404("no such capture") from error
+    if not (await rights_of(scope.get("user"), scope.get("session"), capture)).read:
+        raise Http404("no such capture")
+    return capture
+
+
+VERBS = {"read": "read it", "write": "change its marks, annotations or keys", "manage": "manage it"}
+
+
+def visible_captures(user: Any, session: Any) -> QuerySet[Capture]:
+    """Return the captures this user (and this session's opened links) may read."""
+    captures = Capture.objects.all()
+    if user is not None and user.is_authenticated and (user.is_staff or user.is_superuser):
+        return captures
+    visible = Q(pk__in=[])
+    if user is not None and user.is_authenticated:
+        visible |= Q(owner=user) | Q(visibility=Visibility.TEAM, team__in=user.groups.all())
+    ids = opened_link_ids(session)
+    if ids:
+        linked = active_links().filter(pk__in=ids).values("capture_id")
+        visible |= Q(visibility=Visibility.LINK, pk__in=linked)
+    return captures.filter(visible)

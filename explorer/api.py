@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from ninja import Field, NinjaAPI, Query, Schema
 from ninja.errors import HttpError
 
 from . import captures, marks
-from .access import capture_for
+from .access import capture_for, user_of, visible_captures
 from .engine import expert as engine_expert
 from .engine import export as engine_export
 from .engine import flows as engine_flows
@@ -198,6 +199,11 @@ def http_error(request: HttpRequest, exc: HttpError) -> Any:
     return api.create_response(request, {"error": str(exc)}, status=exc.status_code)
 
 
+@api.exception_handler(PermissionDenied)
+def not_allowed(request: HttpRequest, exc: PermissionDenied) -> Any:
+    return api.create_response(request, {"error": str(exc) or "not allowed"}, status=403)
+
+
 @api.exception_handler(Http404)
 def not_found(request: HttpRequest, exc: Http404) -> Any:
     return api.create_response(request, {"error": str(exc) or "not found"}, status=404)
@@ -229,8 +235,11 @@ def not_found(request: HttpRequest, exc: Http404) -> Any:
     summary="Upload capture files (multipart field `file`, repeatable)",
 )
 async def upload(request: HttpRequest) -> tuple[int, dict[str, Any]]:
+    user = await user_of(request)
+    if not user.is_authenticated:
+        raise HttpError(401, "sign in or send an API token (Authorization: Token <key>) to upload")
     uploads = staged_uploads(request)
-    stored, rejected = await captures.store_uploads(uploads)
+    stored, rejected = await captures.store_uploads(uploads, user)
     errors = [{"name": name, "error": message} for name, message in rejected]
     if not uploads.files and not errors:
         errors.append({"name": "", "error": "no file in the request (multipart field `file`)"})
@@ -247,7 +256,8 @@ async def upload(request: HttpRequest) -> tuple[int, dict[str, Any]]:
 
 @api.get("/captures/", response=list[CaptureOut], summary="List captures")
 async def list_captures(request: HttpRequest) -> list[dict[str, Any]]:
-    return [capture_out(c) async for c in Capture.objects.all()]
+    visible = visible_captures(await user_of(request), getattr(request, "session", None))
+    return [capture_out(c) async for c in visible]
 
 
 @api.get("/captures/{capture_id}/", response={200: CaptureOut, 404: Error}, summary="Capture properties")
@@ -257,7 +267,7 @@ async def capture_detail(request: HttpRequest, capture_id: int) -> dict[str, Any
 
 @api.delete("/captures/{capture_id}/", response={204: None, 404: Error}, summary="Delete a capture")
 async def delete_capture(request: HttpRequest, capture_id: int) -> tuple[int, None]:
-    await captures.delete(await capture_for(request, capture_id))
+    await captures.delete(await capture_for(request, capture_id, "manage"))
     return 204, None
 
 
@@ -287,7 +297,7 @@ class KeylogOut(Schema):
     summary="Attach a TLS key log (SSLKEYLOGFILE format, multipart field `file`) to decrypt TLS and QUIC",
 )
 async def attach_keylog(request: HttpRequest, capture_id: int) -> dict[str, int]:
-    capture = await capture_for(request, capture_id)
+    capture = await capture_for(request, capture_id, "write")
     uploads = staged_uploads(request)
     if uploads.errors or not uploads.files:
         raise HttpError(400, uploads.errors[0][1] if uploads.errors else "no file in the request")
@@ -299,7 +309,7 @@ async def attach_keylog(request: HttpRequest, capture_id: int) -> dict[str, int]
     "/captures/{capture_id}/keylog", response={204: None, 404: Error}, summary="Remove the TLS key log"
 )
 async def detach_keylog(request: HttpRequest, capture_id: int) -> tuple[int, None]:
-    await captures.detach_keylog(await capture_for(request, capture_id))
+    await captures.detach_keylog(await capture_for(request, capture_id, "write"))
     return 204, None
 
 
@@ -727,7 +737,7 @@ async def marked_frames(request: HttpRequest, capture_id: int) -> dict[str, Any]
     summary="Mark a frame",
 )
 async def mark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
-    await marks.mark(await capture_for(request, capture_id), number)
+    await marks.mark(await capture_for(request, capture_id, "write"), number)
     return 204, None
 
 
@@ -737,13 +747,13 @@ async def mark_frame(request: HttpRequest, capture_id: int, number: int) -> tupl
     summary="Unmark a frame",
 )
 async def unmark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
-    await marks.unmark(await capture_for(request, capture_id), number)
+    await marks.unmark(await capture_for(request, capture_id, "write"), number)
     return 204, None
 
 
 @api.delete("/captures/{capture_id}/marks", response={204: None, 404: Error}, summary="Unmark every frame")
 async def unmark_all(request: HttpRequest, capture_id: int) -> tuple[int, None]:
-    await marks.unmark_all(await capture_for(request, capture_id))
+    await marks.unmark_all(await capture_for(request, capture_id, "write"))
     return 204, None
 
 

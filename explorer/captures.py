@@ -6,6 +6,7 @@ import hashlib
 import os
 import uuid
 from pathlib import Path
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -26,7 +27,7 @@ def display_name(name: str) -> str:
     return name[:MAX_NAME_LENGTH] or "capture"
 
 
-async def store(staged: StagedFile) -> Capture:
+async def store(staged: StagedFile, owner: Any = None) -> Capture:
     """Check the staged file, move it under CAPTURES_DIR and record it; raise NotACapture."""
     try:
         info = await capinfo.read(staged.staging_path)
@@ -37,6 +38,7 @@ async def store(staged: StagedFile) -> Capture:
         os.replace(staged.staging_path, destination)
         try:
             return await Capture.objects.acreate(
+                owner=owner if owner is not None and owner.is_authenticated else None,
                 name=display_name(staged.name or "capture"),
                 stored_as=stored_as,
                 size=staged.size or 0,
@@ -67,13 +69,15 @@ async def store(staged: StagedFile) -> Capture:
         staged.discard()
 
 
-async def store_uploads(uploads: StagedUploads) -> tuple[list[Capture], list[tuple[str, str]]]:
-    """Store every staged file, with the key log sent along; return captures and rejections."""
+async def store_uploads(
+    uploads: StagedUploads, owner: Any = None
+) -> tuple[list[Capture], list[tuple[str, str]]]:
+    """Store every staged file for its owner, with the key log sent along; return captures and rejections."""
     stored: list[Capture] = []
     errors = [(display_name(name), message) for name, message in uploads.errors]
     for staged in uploads.files:
         try:
-            stored.append(await store(staged))
+            stored.append(await store(staged, owner))
         except NotACapture as error:
             errors.append((display_name(staged.name or ""), error.message))
     if uploads.keylog is not None and stored:

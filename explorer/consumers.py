@@ -11,7 +11,7 @@ from typing import Any
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
 
-from .access import capture_for
+from .access import capture_for_scope
 from .engine import packets, preview
 from .engine.errors import EngineError
 from .engine.sessions import CaptureSessions, engine
@@ -31,7 +31,8 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         try:
-            self.capture = await capture_for(None, int(self.scope["url_route"]["kwargs"]["capture_id"]))
+            capture_id = int(self.scope["url_route"]["kwargs"]["capture_id"])
+            self.capture = await capture_for_scope(self.scope, capture_id)
         except Http404:
             await self.close(code=4404)
             return

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
+from django.contrib.auth.models import Group
 from django.db import models
 from django.urls import reverse
 
@@ -18,8 +19,40 @@ def nanoseconds(seconds: Decimal | None) -> int | None:
     return None if seconds is None else int(seconds * NS_PER_SECOND)
 
 
+class Visibility(models.TextChoices):
+    PRIVATE = "private", "Only the owner"
+    TEAM = "team", "The owner's team"
+    LINK = "link", "Anyone holding a share link"
+
+
+class Tag(models.Model):
+    name = models.CharField(max_length=64, unique=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
 class Capture(models.Model):
     """A capture file stored byte for byte under CAPTURES_DIR, with its properties."""
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="captures",
+        help_text="None for files imported without an owner: only staff see those.",
+    )
+    visibility = models.CharField(max_length=8, choices=Visibility.choices, default=Visibility.PRIVATE)
+    team = models.ForeignKey(Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="captures")
+    tags = models.ManyToManyField(Tag, blank=True, related_name="captures")
+    # What the search box looks through besides names, tags and comments: filled in the
+    # background after the upload, one space-separated word per host or protocol.
+    hosts = models.TextField(blank=True)
+    protocols = models.TextField(blank=True)
 
     name = models.CharField(max_length=255, help_text="File name as uploaded; display only.")
     stored_as = models.CharField(max_length=64, unique=True, help_text="File name under CAPTURES_DIR.")
@@ -113,3 +146,64 @@ class MarkedPacket(models.Model):
 
     def __str__(self) -> str:
         return f"{self.capture} #{self.number}"
+
+
+class ShareLink(models.Model):
+    """A link reproducing one view of a capture (its path and query), read-only for its holder.
+
+    The key is in the URL; `lookup` (its first characters) finds the row and the whole key is
+    then compared in constant time.
+    """
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="share_links")
+    lookup = models.CharField(max_length=12, unique=True)
+    key = models.CharField(max_length=64)
+    view = models.CharField(max_length=4000, help_text="Path and query of the shared view.")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"link to {self.capture} ({self.lookup}…)"
+
+
+class ApiToken(models.Model):
+    """A token for scripts: `Authorization: Token <key>`. Only a digest of the key is kept."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True)
+    lookup = models.CharField(max_length=12, unique=True)
+    digest = models.CharField(max_length=64, help_text="SHA-256 of the key, hex.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.user} {self.name or self.lookup}"
+
+
+class Annotation(models.Model):
+    """A comment on a packet, or on the whole capture when frame is None."""
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="annotations")
+    frame = models.PositiveBigIntegerField(null=True, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="annotations"
+    )
+    from_file = models.BooleanField(default=False, help_text="A pcapng comment read from the uploaded file.")
+    text = models.TextField(max_length=10_000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["frame", "created_at", "id"]
+        indexes = [models.Index(fields=["capture", "frame"])]
+
+    def __str__(self) -> str:
+        return f"{self.capture} #{self.frame}: {self.text[:40]}"

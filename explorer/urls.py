@@ -30,4 +30,12 @@ urlpatterns = [
     ),
     path("captures/<int:capture_id>/export/", views.export, name="export"),
     path("captures/<int:capture_id>/http-objects/", views.http_objects, name="http_objects"),
+    path("captures/<int:capture_id>/sharing/", views.sharing, name="sharing"),
+    path("captures/<int:capture_id>/sharing/visibility/", views.sharing_update, name="sharing_update"),
+    path("captures/<int:capture_id>/share/", views.share, name="share"),
+    path("captures/<int:capture_id>/share/<int:link_id>/revoke/", views.revoke_link, name="revoke_link"),
+    path("s/<str:key>/", views.open_link, name="open_link"),
+    path("account/", views.account, name="account"),
+    path("account/tokens/", views.token_create, name="token_create"),
+    path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
 ]

@@ -29,12 +29,15 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
+from explorer.authentication import TokenAuthWebsocketMiddleware  # noqa: E402
 from explorer.routing import websocket_urlpatterns  # noqa: E402
 from explorer.uploads import UploadStream  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
         "http": UploadStream(django_asgi_app),
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        "websocket": AllowedHostsOriginValidator(
+            AuthMiddlewareStack(TokenAuthWebsocketMiddleware(URLRouter(websocket_urlpatterns)))
+        ),
     }
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CAPTURES = Path(os.environ.get("SHARED_CAPTURES", ROOT.parent / "shared" / "captures"))
@@ -43,6 +43,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# Most tests act as this user; test_access.py adds the other roles.
+OWNER = "owner"
+PASSWORD = "a long test password"  # noqa: S105
+
+
 class Server:
     """A daphne process serving the explorer with its own database and capture folder."""
 
@@ -60,6 +65,7 @@ class Server:
             **env,
         }
         self.process: subprocess.Popen[bytes] | None = None
+        self.owner_token: str | None = None
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -71,9 +77,59 @@ class Server:
             timeout=300,
         )
 
+    def create_user(self, username: str, *, staff: bool = False, teams: tuple[str, ...] = ()) -> None:
+        """Create a user with PASSWORD, staff or not, member of these teams (groups)."""
+        code = (
+            "from django.contrib.auth.models import Group, User\n"
+            f"user = User.objects.create_user({username!r}, password={PASSWORD!r}, is_staff={staff!r})\n"
+            f"for name in {list(teams)!r}:\n"
+            "    user.groups.add(Group.objects.get_or_create(name=name)[0])\n"
+        )
+        created = self.manage("shell", "-c", code)
+        assert created.returncode == 0, created.stderr
+
+    def token(self, username: str) -> str:
+        """Return a new API token of the user, as `create_api_token` prints it."""
+        made = self.manage("create_api_token", username)
+        assert made.returncode == 0, made.stderr
+        return made.stdout.strip()
+
+    def owner_headers(self) -> dict[str, str]:
+        """Headers with an API token of OWNER, made once per server."""
+        if self.owner_token is None:
+            self.owner_token = self.token(OWNER)
+        return {"Authorization": f"Token {self.owner_token}"}
+
+    def client(self, username: str | None = None) -> httpx.Client:
+        """Return an API client with a token of username, or an anonymous one."""
+        headers = {"Authorization": f"Token {self.token(username)}"} if username else {}
+        return httpx.Client(base_url=self.url, timeout=120, headers=headers)
+
+    def session_cookies(self, username: str) -> dict[str, str]:
+        """Sign in through the login form; return the session cookie (pages set their own CSRF cookie)."""
+        with httpx.Client(base_url=self.url, timeout=60) as browser:
+            browser.get("/accounts/login/")
+            token = browser.cookies["csrftoken"]
+            answer = browser.post(
+                "/accounts/login/",
+                data={"username": username, "password": PASSWORD, "csrfmiddlewaretoken": token},
+                headers={"Referer": self.url + "/accounts/login/"},
+            )
+            assert answer.status_code == 302, f"sign-in of {username} failed"
+            return {"sessionid": browser.cookies["sessionid"]}
+
+    def new_context(self, browser: Browser, username: str | None = OWNER, **options: Any) -> BrowserContext:
+        """Return a browser context signed in as username (None: not signed in)."""
+        context = browser.new_context(base_url=self.url, **options)
+        if username:
+            cookies = self.session_cookies(username)
+            context.add_cookies([{"name": n, "value": v, "url": self.url} for n, v in cookies.items()])
+        return context
+
     def start(self) -> None:
         migrated = self.manage("migrate", "--noinput")
         assert migrated.returncode == 0, migrated.stderr
+        self.create_user(OWNER)
         self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
@@ -129,7 +185,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 @pytest.fixture(scope="session")
 def api(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=120) as client:
+    """An API client of OWNER, who uploads the captures most tests look at."""
+    with server.client(OWNER) as client:
         yield client
 
 

@@ -52,7 +52,7 @@ def console() -> ConsoleLog:
 @pytest.fixture
 def page(browser: Browser, server: Server, console: ConsoleLog) -> Iterator[Page]:
     """A page in a fresh context (no remembered subtrees or filters) that must log no errors."""
-    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    context = server.new_context(browser, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(ENGINE_MS)
     page = context.new_page()
     page.on("console", console.on_console)

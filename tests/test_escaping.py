@@ -131,7 +131,7 @@ class Watch:
 
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
-    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    context = server.new_context(browser, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(ENGINE_MS)
     page = context.new_page()
     watch = Watch(page)

@@ -243,7 +243,7 @@ def test_it_adds_a_dns_series_and_opens_a_bars_packets(
     browser: Browser, server: Server, ids: dict[str, int]
 ) -> None:
     name = "http_espn.pcapng"
-    context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 900})
+    context = server.new_context(browser, viewport={"width": 1200, "height": 900})
     context.set_default_timeout(20_000)
     page = context.new_page()
     errors: list[str] = []

@@ -285,7 +285,7 @@ def test_it_opens_a_packet_from_the_flow_graph(
     browser: Browser, server: Server, uploaded: dict[str, Any]
 ) -> None:
     capture_id = ident(uploaded, "tcp_handshake.pcapng")
-    context = browser.new_context(base_url=server.url, viewport={"width": 1200, "height": 700})
+    context = server.new_context(browser, viewport={"width": 1200, "height": 700})
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []

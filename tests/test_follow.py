@@ -226,7 +226,7 @@ def test_it_follows_the_selected_packets_stream_in_the_browser(
     browser: Browser, server: Server, uploaded: dict[str, Any]
 ) -> None:
     capture_id = ident(uploaded, "http_google.pcapng")
-    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    context = server.new_context(browser, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []

@@ -89,7 +89,7 @@ def test_marking_a_frame_the_capture_lacks_is_refused(api: httpx.Client, espn: i
 
 @pytest.fixture
 def page(browser: Browser, server: Server) -> Iterator[Page]:
-    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    context = server.new_context(browser, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []

@@ -297,7 +297,7 @@ def test_it_sorts_conversations_by_bytes_and_applies_one_as_the_capture_filter(
     browser: Browser, server: Server, ids: dict[str, int]
 ) -> None:
     name = "http_espn.pcapng"
-    context = browser.new_context(base_url=server.url, viewport={"width": 1400, "height": 900})
+    context = server.new_context(browser, viewport={"width": 1400, "height": 900})
     context.set_default_timeout(15_000)
     page = context.new_page()
     errors: list[str] = []

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import TEST_UPLOAD_LIMIT_MB, Server, all_packets, shared_capture, tshark_rows, upload
+from .conftest import OWNER, TEST_UPLOAD_LIMIT_MB, Server, all_packets, shared_capture, tshark_rows, upload
 
 pytestmark = pytest.mark.engine
 
@@ -376,7 +376,7 @@ def test_path_components_in_a_file_name_are_dropped(
 def test_the_page_upload_form_stores_and_redirects(api: httpx.Client, server: Server) -> None:
     path = shared_capture("icmp_echo.pcapng")
     before = capture_ids(api)
-    with httpx.Client(base_url=server.url, timeout=120) as browser:
+    with httpx.Client(base_url=server.url, timeout=120, cookies=server.session_cookies(OWNER)) as browser:
         page = browser.get("/")
         assert page.status_code == 200
         token = browser.cookies["csrftoken"]
@@ -401,7 +401,7 @@ def test_the_page_upload_form_stores_and_redirects(api: httpx.Client, server: Se
 
 def test_the_page_upload_form_requires_the_csrf_token(api: httpx.Client, server: Server) -> None:
     before = capture_ids(api)
-    with httpx.Client(base_url=server.url, timeout=120) as browser:
+    with httpx.Client(base_url=server.url, timeout=120, cookies=server.session_cookies(OWNER)) as browser:
         browser.get("/")
         response = browser.post(
             "/captures/upload/", files={"file": ("x.pcap", shared_capture("dns-udp.pcap").read_bytes())}

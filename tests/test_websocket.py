@@ -56,7 +56,9 @@ async def receive_until_finished(
 
 
 async def load_messages(server: Server, capture_id: int) -> list[dict[str, Any]]:
-    async with connect(ws_url(server, capture_id), origin=server.url) as ws:
+    async with connect(
+        ws_url(server, capture_id), origin=server.url, additional_headers=server.owner_headers()
+    ) as ws:
         return await receive_until_finished(ws)
 
 
@@ -132,7 +134,9 @@ async def test_two_clients_following_one_load_both_get_done(api: httpx.Client, s
 
 async def test_an_unknown_capture_is_refused(server: Server) -> None:
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(ws_url(server, 987654321), origin=server.url) as ws:
+        async with connect(
+            ws_url(server, 987654321), origin=server.url, additional_headers=server.owner_headers()
+        ) as ws:
             await ws.recv()
     assert refused.value.response.status_code == 403
 
@@ -140,7 +144,11 @@ async def test_an_unknown_capture_is_refused(server: Server) -> None:
 async def test_a_foreign_origin_is_refused(api: httpx.Client, server: Server) -> None:
     capture = fresh_capture(api, "arp_resolution.pcapng")
     with pytest.raises(InvalidStatus) as refused:
-        async with connect(ws_url(server, capture["id"]), origin="http://evil.example") as ws:
+        async with connect(
+            ws_url(server, capture["id"]),
+            origin="http://evil.example",
+            additional_headers=server.owner_headers(),
+        ) as ws:
             await ws.recv()
     assert refused.value.response.status_code == 403
 
@@ -153,12 +161,18 @@ async def test_a_capture_whose_file_vanished_reports_load_failed(api: httpx.Clie
     messages: list[dict[str, Any]] = []
     try:
         try:
-            async with connect(ws_url(server, capture["id"]), origin=server.url) as ws:
+            async with connect(
+                ws_url(server, capture["id"]), origin=server.url, additional_headers=server.owner_headers()
+            ) as ws:
                 await receive_until_finished(ws, timeout=15, messages=messages)
         except TimeoutError:
             pass
         try:
-            page = httpx.get(f"{server.url}/api/captures/{capture['id']}/packets", timeout=15)
+            page = httpx.get(
+                f"{server.url}/api/captures/{capture['id']}/packets",
+                timeout=15,
+                headers=server.owner_headers(),
+            )
             answer = f"{page.status_code} {page.text}"
         except httpx.TimeoutException:
             page, answer = None, "no answer within 15 s"

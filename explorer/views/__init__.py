@@ -1,3 +1,4 @@
+from .accounts import account, token_create, token_revoke
 from .captures import capture_delete, capture_keylog, capture_list, capture_properties, upload
 from .expert import expert
 from .export import export, http_objects
@@ -5,10 +6,19 @@ from .flow import flow
 from .follow import follow
 from .iograph import io_graph
 from .packets import capture, packet_detail
+from .sharing import open_link, revoke_link, share, sharing, sharing_update
 from .statistics import statistics
 from .tables import conversation_graph_page, dns_queries, http_requests
 
 __all__ = [
+    "account",
+    "open_link",
+    "revoke_link",
+    "share",
+    "sharing",
+    "sharing_update",
+    "token_create",
+    "token_revoke",
     "capture",
     "capture_delete",
     "capture_keylog",

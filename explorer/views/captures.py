@@ -7,13 +7,15 @@ from dataclasses import dataclass
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from .. import captures
-from ..access import capture_for
+from ..access import capture_for, user_of, visible_captures
 from ..engine import keylog
 from ..models import Capture
 from ..uploads import staged_uploads
@@ -77,7 +79,7 @@ def columns_for(sort: str) -> list[Column]:
     return result
 
 
-async def capture_rows(sort: str) -> list[CaptureRow]:
+async def capture_rows(visible: QuerySet[Capture], sort: str) -> list[CaptureRow]:
     field = SORTS[sort.removeprefix("-")]
     order = f"-{field}" if sort.startswith("-") else field
     return [
@@ -87,16 +89,18 @@ async def capture_rows(sort: str) -> list[CaptureRow]:
             last=display.utc_time(c.last_time, c.precision_digits),
             duration=display.short_duration(c.duration),
         )
-        async for c in Capture.objects.order_by(order, "-id")
+        async for c in visible.select_related("owner").order_by(order, "-id")
     ]
 
 
+@login_required
 @require_GET
 async def capture_list(request: HttpRequest) -> HttpResponse:
-    """Show the uploaded captures and the upload zone."""
+    """Show the captures the user may see and the upload zone."""
     sort = parse_sort(request.GET.get("sort", DEFAULT_SORT))
+    visible = visible_captures(await user_of(request), request.session)
     context = {
-        "rows": await capture_rows(sort),
+        "rows": await capture_rows(visible, sort),
         "sort": sort,
         "columns": columns_for(sort),
         "max_upload_mb": settings.MAX_UPLOAD_MB,
@@ -107,11 +111,12 @@ async def capture_list(request: HttpRequest) -> HttpResponse:
     return varies_on_htmx(render(request, template, context))
 
 
+@login_required
 @require_POST
 async def upload(request: HttpRequest) -> HttpResponse:
     """Store the files posted by the page's plain form (the script uploads through the API)."""
     uploads = staged_uploads(request)
-    stored, errors = await captures.store_uploads(uploads)
+    stored, errors = await captures.store_uploads(uploads, await user_of(request))
     for name, message in errors:
         messages.error(request, f"{name}: {message}")
     for capture in stored:
@@ -125,7 +130,7 @@ async def upload(request: HttpRequest) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 async def capture_delete(request: HttpRequest, capture_id: int) -> HttpResponse:
     """Ask before deleting a capture; delete it on POST."""
-    capture = await capture_for(request, capture_id)
+    capture = await capture_for(request, capture_id, "manage")
     if request.method == "POST":
         name = capture.name
         await captures.delete(capture)
@@ -162,7 +167,7 @@ async def capture_properties(request: HttpRequest, capture_id: int) -> HttpRespo
 @require_POST
 async def capture_keylog(request: HttpRequest, capture_id: int) -> HttpResponse:
     """Attach the posted TLS key log to the capture, or remove it."""
-    capture = await capture_for(request, capture_id)
+    capture = await capture_for(request, capture_id, "write")
     if request.POST.get("action") == "remove":
         await captures.detach_keylog(capture)
         messages.success(request, "Key log removed: TLS is no longer decrypted.")

@@ -6,24 +6,35 @@ from collections.abc import Callable, Coroutine
 from functools import wraps
 from typing import Any, Concatenate, ParamSpec
 
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.cache import patch_vary_headers
 from django_htmx.middleware import HtmxDetails
+
+from ..access import user_of
 
 P = ParamSpec("P")
 View = Callable[Concatenate[HttpRequest, P], Coroutine[Any, Any, HttpResponse]]
 
 
 def not_found_page(view: View[P]) -> View[P]:
-    """Render the app's 404 page for unknown captures, even with DEBUG on."""
+    """Render the app's 404 page for captures one may not see, even with DEBUG on.
+
+    Someone not signed in is sent to sign in first: the capture may be theirs.
+    """
 
     @wraps(view)
     async def wrapper(request: HttpRequest, *args: P.args, **kwargs: P.kwargs) -> HttpResponse:
         try:
             return await view(request, *args, **kwargs)
         except Http404 as error:
+            if not (await user_of(request)).is_authenticated:
+                return redirect_to_login(request.get_full_path())
             return render(request, "404.html", {"exception": str(error)}, status=404)
+        except PermissionDenied as error:
+            return render(request, "403.html", {"exception": str(error)}, status=403)
 
     return wrapper
 

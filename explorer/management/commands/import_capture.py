@@ -7,7 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from explorer import captures
 from explorer.engine.errors import NotACapture
@@ -18,22 +19,30 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("paths", nargs="+", type=Path)
+        parser.add_argument("--owner", help="username of the captures' owner (else only staff see them)")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        owner = None
+        if options["owner"]:
+            User = get_user_model()  # noqa: N806
+            try:
+                owner = User.objects.get(username=options["owner"])
+            except User.DoesNotExist as error:
+                raise CommandError(f"no user called {options['owner']!r}") from error
         failed = False
         for path in options["paths"]:
-            result = asyncio.run(self.import_one(path))
+            result = asyncio.run(self.import_one(path, owner))
             failed = failed or "error" in result
             self.stdout.write(json.dumps(result))
         if failed:
             raise SystemExit(1)
 
-    async def import_one(self, path: Path) -> dict[str, Any]:
+    async def import_one(self, path: Path, owner: Any) -> dict[str, Any]:
         if not path.is_file():
             return {"path": str(path), "error": "no such file"}
         try:
             staged = captures.stage_local_file(path)
-            capture = await captures.store(staged)
+            capture = await captures.store(staged, owner)
         except NotACapture as error:
             return {"path": str(path), "error": error.message}
         return {
