@@ -105,6 +105,7 @@ async def capture(request: HttpRequest, capture_id: int) -> HttpResponse:
         "time_format": time_format,
         "time_formats": TIME_FORMAT_LABELS.items(),
         "packet": packet,
+        "field": request.GET.get("field", "")[:200],
         "download_url": reverse("api:download", args=[capture.pk]),
         "urls": {
             "packets": reverse("api:packet_list", args=[capture.pk]),

@@ -57,6 +57,8 @@ async def teams_for(user: Any) -> list[Group]:
 async def sharing(request: HttpRequest, capture_id: int) -> HttpResponse:
     """The capture's sharing page: who may see it, and its share links."""
     capture = await capture_for(request, capture_id, "write")
+    # The page names the owner and the team: fetched here, not from the template.
+    capture = await Capture.objects.select_related("owner", "team").aget(pk=capture.pk)
     allowed = await rights(request, capture)
     user = await user_of(request)
     links = [link async for link in capture.share_links.select_related("created_by")]

@@ -18,6 +18,7 @@ const state = {
   filter: data.filter || "",
   timeFormat: data.timeFormat || DEFAULT_TIME,
   packet: data.packet ? Number(data.packet) : null,
+  field: data.field || "",
   loaded: false,
 };
 
@@ -40,6 +41,7 @@ function stateUrl() {
   const params = new URLSearchParams();
   if (state.filter) params.set("filter", state.filter);
   if (state.packet) params.set("packet", String(state.packet));
+  if (state.packet && state.field) params.set("field", state.field);
   if (state.timeFormat !== DEFAULT_TIME) params.set("time", state.timeFormat);
   const query = params.toString();
   return `${location.pathname}${query ? `?${query}` : ""}`;
@@ -98,6 +100,11 @@ const detail = new PacketDetail(document.getElementById("packet-detail"), {
   detailUrl: data.detailUrl,
   menu: document.getElementById("field-menu"),
   onFilterAction: filterAction,
+  field: state.field,
+  onFieldSelect(field) {
+    state.field = field;
+    saveUrl(false);
+  },
 });
 
 const loadDetail = debounce((number) => detail.load(number), DETAIL_DELAY_MS);

@@ -42,8 +42,11 @@ function parentNode(node) {
 }
 
 export class PacketDetail {
-  constructor(container, { detailUrl, menu, onFilterAction }) {
+  constructor(container, { detailUrl, menu, onFilterAction, onFieldSelect = () => {}, field = "" }) {
     this.container = container;
+    this.onFieldSelect = onFieldSelect;
+    // A field named in the URL: selected (and revealed) once its packet's tree is shown.
+    this.pendingField = field;
     this.detailUrl = detailUrl;
     this.menu = menu;
     this.onFilterAction = onFilterAction;
@@ -142,6 +145,17 @@ export class PacketDetail {
     for (const summary of this.tree.querySelectorAll("summary.tree-node")) {
       if (this.expanded.has(subtreeKey(summary))) summary.parentElement.open = true;
     }
+    if (this.pendingField) {
+      const named = Array.from(this.tree.querySelectorAll(".tree-node[data-filter]")).find(
+        (node) => subtreeKey(node) === `f:${this.pendingField}`,
+      );
+      this.pendingField = "";
+      if (named) {
+        this.reveal(named);
+        this.selectNode(named, { focus: false });
+        return;
+      }
+    }
     // Keep the same field selected from packet to packet.
     if (this.lastKey && this.lastKey.startsWith("f:")) {
       const same = Array.from(this.tree.querySelectorAll(".tree-node[data-filter]")).find(
@@ -180,6 +194,7 @@ export class PacketDetail {
     }
     this.selected = node;
     this.lastKey = subtreeKey(node);
+    this.onFieldSelect(this.lastKey.startsWith("f:") ? this.lastKey.slice(2) : "");
     node.classList.add("selected");
     node.setAttribute("aria-selected", "true");
     node.append(this.menuButton);
