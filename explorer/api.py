@@ -643,16 +643,33 @@ class IOGraphQuery(Schema):
         [],
         description="Display filter of each series, paired with `graph` by position; empty for every packet",
     )
+    start: Decimal | None = Field(
+        None, description="Seconds from the first packet: answer from the interval holding this time"
+    )
+    end: Decimal | None = Field(
+        None,
+        description="Seconds from the first packet: answer up to the interval holding this time; "
+        f"a range (or, without one, a capture) of more than {engine_iograph.MAX_INTERVALS:,} "
+        "intervals is refused",
+    )
 
 
 class IOSeriesOut(Schema):
     filter: str
     unit: str
-    values: list[int]
+    values: list[int] = Field(description="One value per interval, from interval `first` on")
 
 
 class IOGraphOut(Schema):
     interval_ms: int
+    first: int = Field(description="The first interval answered; interval i starts at i × interval_ms")
+    total: int = Field(description="Intervals in the whole capture at this interval")
+    previous_active: int | None = Field(
+        description="The last interval before the answer that may hold a packet of a series"
+    )
+    next_active: int | None = Field(
+        description="The first interval after the answer that may hold a packet of a series"
+    )
     series: list[IOSeriesOut]
 
 
@@ -664,8 +681,15 @@ class IOGraphOut(Schema):
 async def io_graph(request: HttpRequest, capture_id: int, query: Query[IOGraphQuery]) -> dict[str, Any]:
     capture = await capture_for(request, capture_id)
     series = engine_iograph.pair_series(query.graph, query.filter)
-    graph = await engine_iograph.io_graph(capture.path, query.interval, series)
-    return {"interval_ms": graph.interval_ms, "series": [asdict(s) for s in graph.series]}
+    graph = await engine_iograph.io_graph(capture.path, query.interval, series, query.start, query.end)
+    return {
+        "interval_ms": graph.interval_ms,
+        "first": graph.first,
+        "total": graph.total,
+        "previous_active": graph.previous_active,
+        "next_active": graph.next_active,
+        "series": [asdict(s) for s in graph.series],
+    }
 
 
 class ExportQuery(Schema):

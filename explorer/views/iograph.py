@@ -3,6 +3,10 @@
 All state is in the URL: `interval` (ms), repeated `graph` (packets or bytes) and `filter`
 pairs, one pair per series in order, and an optional zoom range `start`/`end` in seconds
 from the first packet. Every bar links to the capture view, filtered to its series and interval.
+
+A capture can span years: the page asks the engine for one window of at most MAX_BARS
+intervals at a time and links to the stretches before and after it, and over empty stretches
+to the nearest ones with packets to draw.
 """
 
 from __future__ import annotations
@@ -166,8 +170,9 @@ class GraphPage:
         start: Decimal | None = None,
         end: Decimal | None = None,
         zoomed: bool = True,
+        interval_ms: int | None = None,
     ) -> str:
-        query: list[tuple[str, str]] = [("interval", str(self.interval_ms))]
+        query: list[tuple[str, str]] = [("interval", str(interval_ms or self.interval_ms))]
         for filter_text, unit in self.series if series is None else series:
             query += [("graph", unit), ("filter", filter_text)]
         if zoomed:
@@ -179,15 +184,35 @@ class GraphPage:
                 query.append(("end", decimal_text(end)))
         return reverse("explorer:io_graph", args=[self.capture.pk]) + "?" + urlencode(query)
 
+    def seconds(self, index: int) -> Decimal:
+        """Return when an interval starts, in seconds from the first packet."""
+        return Decimal(index * self.interval_ms) / 1000
 
-def draw(page: GraphPage, graph: IOGraph, first: int, last: int) -> Chart:
-    """Lay out grouped bars for intervals first..last-1, the axes' ticks and the zoom bands."""
+    def window(self, first: int, last: int) -> str:
+        """Return the URL of intervals first..last-1 at this interval."""
+        return self.url(start=self.seconds(first), end=self.seconds(last))
+
+
+def duration_text(seconds: Decimal) -> str:
+    """Return a time from the first packet as a clock reads it: "2.5 s", "0:16:40", "730 d 0:00:00.2"."""
+    if seconds < 60:
+        return f"{decimal_text(seconds)} s"
+    whole = int(seconds)
+    fraction = decimal_text(seconds - whole)[1:] if seconds != whole else ""
+    days, rest = divmod(whole, 86_400)
+    clock = f"{rest // 3600}:{rest // 60 % 60:02d}:{rest % 60:02d}{fraction}"
+    return f"{days:,} d {clock}" if days else clock
+
+
+def draw(page: GraphPage, graph: IOGraph) -> Chart:
+    """Lay out grouped bars for the graph's intervals, the axes' ticks and the zoom bands."""
     chart = Chart()
+    first, last = graph.first, graph.last
     bins = max(last - first, 1)
     slot = PLOT_WIDTH / bins
     gap = slot * 0.15 if slot >= 6 else 0.0
     width = (slot - gap) / max(len(graph.series), 1)
-    peak = max([max(s.values[first:last], default=0) for s in graph.series] + [0])
+    peak = max([max(s.values, default=0) for s in graph.series] + [0])
     step = nice_step(peak, 5) if peak else 1.0
     top = step * math.ceil(peak / step) if peak else 5.0
     chart.y_ticks = [
@@ -198,16 +223,16 @@ def draw(page: GraphPage, graph: IOGraph, first: int, last: int) -> Chart:
     chart.y_label = "Packets and bytes" if len(units) > 1 else units.pop().capitalize()
     chart.x_label = f"Time (s) · {INTERVAL_LABELS[graph.interval_ms]} intervals"
     for number, series in enumerate(graph.series):
-        for index in range(first, last):
-            value = series.values[index]
+        for offset, value in enumerate(series.values):
             if value <= 0:
                 continue
+            index = first + offset
             height = max(PLOT_HEIGHT * value / top, 1.0)
             start_ms, end_ms = index * graph.interval_ms, (index + 1) * graph.interval_ms
             link_filter = time_filter(series.filter, start_ms, end_ms)
             chart.bars.append(
                 Bar(
-                    x=round(LEFT + (index - first) * slot + gap / 2 + number * width, 2),
+                    x=round(LEFT + offset * slot + gap / 2 + number * width, 2),
                     y=round(TOP + PLOT_HEIGHT - height, 2),
                     width=round(max(width, 0.5), 2),
                     height=round(height, 2),
@@ -220,29 +245,31 @@ def draw(page: GraphPage, graph: IOGraph, first: int, last: int) -> Chart:
                 )
             )
     # Time ticks at round seconds; between two ticks, a band below the axis zooms in on them.
-    t0, t1 = first * graph.interval_ms / 1000, (first + bins) * graph.interval_ms / 1000
-    tick = nice_step(t1 - t0, 8)
-    digits = max(0, -math.floor(math.log10(tick))) if tick < 1 else 0
-    k = math.ceil(t0 / tick - 1e-9)
-    marks: list[float] = []
-    while k * tick <= t1 + 1e-9:
-        marks.append(k * tick)
-        k += 1
+    # Far into a long capture the seconds are large numbers: offsets stay exact as Decimals.
+    t0, t1 = page.seconds(first), page.seconds(first + bins)
+    tick = Decimal(f"{nice_step(float(t1 - t0), 8):.0e}")
+    digits = max(0, -tick.normalize().as_tuple().exponent)  # type: ignore[operator]
+    marks: list[Decimal] = []
+    mark = math.ceil(t0 / tick) * tick
+    while mark <= t1:
+        marks.append(mark)
+        mark += tick
+    span = float(t1 - t0)
     for mark in marks:
         chart.x_ticks.append(
-            Tick(round(LEFT + (mark - t0) / (t1 - t0) * PLOT_WIDTH, 2), f"{mark:.{digits}f}")
+            Tick(round(LEFT + float(mark - t0) / span * PLOT_WIDTH, 2), f"{mark:,.{digits}f}")
         )
     edges = [t0] + [m for m in marks if t0 < m < t1] + [t1]
-    interval_s = graph.interval_ms / 1000
+    interval_s = page.seconds(1)
     for a, b in zip(edges, edges[1:], strict=False):
-        if b - a < interval_s * 2 - 1e-9:
+        if b - a < interval_s * 2:
             continue  # nothing finer to see than the interval itself
         chart.bands.append(
             ZoomBand(
-                x=round(LEFT + (a - t0) / (t1 - t0) * PLOT_WIDTH, 2),
-                width=round((b - a) / (t1 - t0) * PLOT_WIDTH, 2),
-                url=page.url(start=Decimal(f"{a:.{digits + 3}f}"), end=Decimal(f"{b:.{digits + 3}f}")),
-                title=f"Zoom in on {a:.{digits}f}–{b:.{digits}f} s",
+                x=round(LEFT + float(a - t0) / span * PLOT_WIDTH, 2),
+                width=round(float(b - a) / span * PLOT_WIDTH, 2),
+                url=page.url(start=a, end=b),
+                title=f"Zoom in on {a:,.{digits}f}–{b:,.{digits}f} s",
             )
         )
     return chart
@@ -265,10 +292,94 @@ def series_forms(page: GraphPage, problems: list[str]) -> list[SeriesForm]:
     return forms
 
 
+def fitting_interval(span_ms: int, at_least: int) -> int | None:
+    """Return the shortest offered interval, at_least or longer, that cuts span_ms into MAX_BARS or fewer."""
+    return next((i for i in engine_iograph.INTERVALS_MS if i >= at_least and span_ms <= i * MAX_BARS), None)
+
+
+async def shown_window(
+    page: GraphPage, series: list[tuple[str, str]], first: int, last: int | None
+) -> tuple[IOGraph, int]:
+    """Ask the engine for at most MAX_BARS intervals from first; return them and where the range ends."""
+    stop = first + MAX_BARS if last is None else min(last, first + MAX_BARS)
+    path = page.capture.path
+    graph = await engine_iograph.io_graph(
+        path, page.interval_ms, series, page.seconds(first), page.seconds(stop)
+    )
+    if graph.total and graph.first >= graph.total:
+        # The range starts after the capture ends: show its start instead.
+        graph = await engine_iograph.io_graph(
+            path, page.interval_ms, series, Decimal(0), page.seconds(MAX_BARS)
+        )
+        last = None
+    return graph, graph.total if last is None else min(last, graph.total)
+
+
+@dataclass
+class Navigation:
+    """Links to other stretches of the capture, and what the page says about the one shown."""
+
+    links: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+    caption: str = ""
+    reset_label: str = "Whole capture"
+
+
+def navigation(page: GraphPage, graph: IOGraph, range_first: int, range_last: int) -> Navigation:
+    """Return the links to other stretches, the notes and the caption of the shown window."""
+    first, last, total = graph.first, graph.last, graph.total
+    width = max(last - first, 1)
+    label = INTERVAL_LABELS[page.interval_ms]
+    found = Navigation()
+    links = found.links
+    if last > first and not any(any(s.values) for s in graph.series):
+        found.notes.append("No packets of these series in this stretch.")
+    if range_last - range_first > width:
+        where = "this range" if page.start is not None or page.end is not None else "this capture"
+        found.notes.append(
+            f"{range_last - range_first:,} intervals of {label} in {where}: showing {width:,} at a time. "
+            "Choose a longer interval, or move along with Earlier and Later."
+        )
+    if first > 0 or last < total:
+        found.caption = (
+            f"Intervals {first + 1:,}–{last:,} of {total:,}: {page.seconds(first):,f} s to "
+            f"{page.seconds(last):,f} s from the first packet "
+            f"({duration_text(page.seconds(first))} to {duration_text(page.seconds(last))})"
+        )
+        # The whole capture at an interval that draws it in MAX_BARS bars, else its first stretch.
+        fit = fitting_interval(total * page.interval_ms, page.interval_ms)
+        if fit is None:
+            found.reset_label = "Start of capture"
+        elif fit != page.interval_ms:
+            found.reset_label = f"Whole capture ({INTERVAL_LABELS[fit]})"
+        if page.start is not None or page.end is not None or fit not in (None, page.interval_ms):
+            links["reset"] = page.url(zoomed=False, interval_ms=fit or page.interval_ms)
+        # Twice as long around the same centre, at an interval that keeps it within MAX_BARS.
+        span_ms = 2 * width * page.interval_ms
+        wider = fitting_interval(span_ms, page.interval_ms) or engine_iograph.INTERVALS_MS[-1]
+        span_ms = min(span_ms, wider * MAX_BARS)
+        centre_ms = (first + last) * page.interval_ms // 2
+        start_ms = max(centre_ms - span_ms // 2, 0)
+        end_ms = min(start_ms + span_ms, total * page.interval_ms)
+        links["out"] = page.url(start=Decimal(start_ms) / 1000, end=Decimal(end_ms) / 1000, interval_ms=wider)
+    if first > 0:
+        start = max(first - width, 0)
+        links["earlier"] = page.window(start, start + width)
+    if last < total:
+        links["later"] = page.window(last, last + width)
+    # Jumps over stretches with nothing to draw, where Earlier and Later would show none.
+    if graph.previous_active is not None and graph.previous_active < first - width:
+        end = graph.previous_active + 1
+        links["previous_activity"] = page.window(max(end - width, 0), end)
+    if graph.next_active is not None and graph.next_active >= last + width:
+        links["next_activity"] = page.window(graph.next_active, graph.next_active + width)
+    return found
+
+
 @not_found_page
 @require_GET
 async def io_graph(request: HttpRequest, capture_id: int) -> HttpResponse:
-    """Show packets or bytes per interval for each series, zoomed to a time range when one is given."""
+    """Show packets or bytes per interval for each series, at most MAX_BARS intervals at a time."""
     capture = await capture_for(request, capture_id)
     interval_text = request.GET.get("interval", "")
     interval_ms = int(interval_text) if interval_text.isdigit() else DEFAULT_INTERVAL_MS
@@ -282,40 +393,17 @@ async def io_graph(request: HttpRequest, capture_id: int) -> HttpResponse:
     problems = [await engine_packets.check_filter(f) or "" for f, _ in series]
     error = ""
     chart: Chart | None = None
-    notes: list[str] = []
-    links: dict[str, str] = {}
+    moves = Navigation()
     if not any(problems):
+        first, last = engine_iograph.interval_range(interval_ms, start, end)
         try:
-            graph = await engine_iograph.io_graph(capture.path, interval_ms, series)
+            graph, range_last = await shown_window(page, series, first, last)
         except EngineError as error_raised:
             error = error_raised.message
         else:
-            total = graph.intervals
-            first = min(int(start * 1000 // interval_ms), total) if start is not None else 0
-            last = min(math.ceil(end * 1000 / interval_ms), total) if end is not None else total
-            if last <= first:
-                first, last = 0, total
-            if last - first > MAX_BARS:
-                notes.append(
-                    f"{last - first:,} intervals in this range: showing the first {MAX_BARS:,}. "
-                    "Choose a longer interval, or zoom in."
-                )
-                later = Decimal(first + 2 * MAX_BARS) * interval_ms / 1000
-                links["later"] = page.url(start=Decimal(first + MAX_BARS) * interval_ms / 1000, end=later)
-                last = first + MAX_BARS
-            if total:
-                chart = draw(page, graph, first, last)
-            whole = Decimal(total * interval_ms) / 1000
-            if first > 0 or last < total:
-                links["reset"] = page.url(zoomed=False)
-                shown = Decimal((last - first) * interval_ms) / 1000
-                centre = Decimal((first + last) * interval_ms) / 2000
-                links["out"] = page.url(start=max(centre - shown, Decimal(0)), end=min(centre + shown, whole))
-            if first > 0:
-                links["earlier"] = page.url(
-                    start=Decimal(max(first - (last - first), 0) * interval_ms) / 1000,
-                    end=Decimal(first * interval_ms) / 1000,
-                )
+            if graph.last > graph.first:
+                chart = draw(page, graph)
+            moves = navigation(page, graph, min(first, graph.first), range_last)
     add_series = series + [("", "packets")]
     context = {
         "capture": capture,
@@ -329,8 +417,10 @@ async def io_graph(request: HttpRequest, capture_id: int) -> HttpResponse:
         "start": decimal_text(start) if start is not None else "",
         "end": decimal_text(end) if end is not None else "",
         "chart": chart,
-        "notes": notes,
-        "links": links,
+        "notes": moves.notes,
+        "links": moves.links,
+        "caption": moves.caption,
+        "reset_label": moves.reset_label,
         "error": error,
         "download_url": reverse("api:download", args=[capture.pk]),
     }
