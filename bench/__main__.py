@@ -81,6 +81,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     say("server (daphne) measurements")
     try:
         results["server"] = await measure_server(REPO, capture.path)
+        # Measured beside the server's own operations (see bench/server.py).
+        results["raw"]["operations"] = results["server"].pop("raw_operations", None)
     except ServerUnavailable as exc:
         say(f"server half failed: {exc}")
         results["server"] = {"error": str(exc)}

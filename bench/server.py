@@ -20,7 +20,7 @@ import websockets
 from bench.errors import BenchError, ServerUnavailable
 from bench.operations import server_operations
 from bench.procs import spawned, tree_rss_kib
-from bench.sharkd import FILTERS, PAGE
+from bench.sharkd import FILTERS, PAGE, raw_operations_loaded
 from bench.timing import median_of, page_offsets, spread, timed
 
 READY_TIMEOUT_S = 60.0
@@ -119,6 +119,26 @@ async def _migrate(repo: Path, env: dict[str, str]) -> None:
         raise ServerUnavailable(f"manage.py migrate failed ({proc.returncode}): {lines[-1]}\n{tail}")
 
 
+async def _create_user(repo: Path, env: dict[str, str]) -> str:
+    """Create the benchmark's user; return an API token for it (pages and API need one)."""
+    python = str(repo / ".venv/bin/python")
+    code = "from django.contrib.auth.models import User; User.objects.create_user('bench')"
+    for args in (("shell", "-c", code), ("create_api_token", "bench")):
+        async with spawned(
+            python,
+            "manage.py",
+            *args,
+            cwd=repo,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        ) as proc:
+            output, errors = await proc.communicate()
+        if proc.returncode != 0:
+            raise ServerUnavailable(f"manage.py {args[0]} failed: {errors.decode(errors='replace')[-500:]}")
+    return output.decode().strip()
+
+
 async def _wait_ready(client: httpx.AsyncClient, proc: asyncio.subprocess.Process) -> None:
     """Wait until daphne answers any HTTP request."""
     deadline = time.monotonic() + READY_TIMEOUT_S
@@ -156,14 +176,20 @@ async def _get_details(client: httpx.AsyncClient, capture_id: int, number: int) 
     return _expect_ok(await client.get(f"/api/captures/{capture_id}/packets/{number}/"))
 
 
-async def _ws_load(port: int, capture_id: int, started: float) -> dict[str, Any]:
+async def _ws_load(port: int, capture_id: int, started: float, headers: dict[str, str]) -> dict[str, Any]:
     """Times (from upload-complete) of the load messages the capture's websocket sends."""
     url = f"ws://127.0.0.1:{port}/ws/captures/{capture_id}/"
     seen: dict[str, Any] = {}
     # Send an Origin like a browser would: the app's AllowedHostsOriginValidator rejects
     # websocket handshakes without one.
     origin = f"http://127.0.0.1:{port}"
-    async with websockets.connect(url, origin=origin, max_size=None, open_timeout=30) as ws:  # type: ignore[arg-type]
+    async with websockets.connect(
+        url,
+        origin=origin,  # type: ignore[arg-type]
+        max_size=None,
+        open_timeout=30,
+        additional_headers=headers,
+    ) as ws:
         seen["connected_s"] = time.perf_counter() - started
         async for raw in ws:
             now = time.perf_counter() - started
@@ -198,10 +224,15 @@ async def _first_page(client: httpx.AsyncClient, capture_id: int, started: float
         await asyncio.sleep(0.05)
 
 
+def _auth(client: httpx.AsyncClient) -> dict[str, str]:
+    """The client's API token header, for the websockets it opens beside it."""
+    return {"Authorization": client.headers["Authorization"]}
+
+
 async def _measure_load(client: httpx.AsyncClient, port: int, capture_id: int) -> dict[str, Any]:
     """Watch the websocket and poll the first page at once, both timed from now."""
     started = time.perf_counter()
-    ws = asyncio.create_task(_ws_load(port, capture_id, started))
+    ws = asyncio.create_task(_ws_load(port, capture_id, started, _auth(client)))
     first = asyncio.create_task(_first_page(client, capture_id, started))
     try:
         async with asyncio.timeout(LOAD_TIMEOUT_S):
@@ -258,15 +289,28 @@ async def _wait_sessions(client: httpx.AsyncClient, capture_id: int, count: int)
             await asyncio.sleep(0.1)
 
 
+async def _wait_sessions_at_most(client: httpx.AsyncClient, capture_id: int, count: int) -> None:
+    """Wait until the capture's extra sessions are evicted (ENGINE_EXTRA_IDLE_SECONDS after use)."""
+    async with asyncio.timeout(LOAD_TIMEOUT_S):
+        while await _engine_sessions(client, capture_id) > count:
+            await asyncio.sleep(1)
+
+
 @contextlib.asynccontextmanager
-async def _viewers(port: int, capture_id: int, count: int) -> AsyncIterator[None]:
+async def _viewers(port: int, capture_id: int, count: int, headers: dict[str, str]) -> AsyncIterator[None]:
     """Keep `count` websocket viewers connected to the capture, as open browser tabs are."""
     url = f"ws://127.0.0.1:{port}/ws/captures/{capture_id}/"
     origin = f"http://127.0.0.1:{port}"
     async with contextlib.AsyncExitStack() as stack:
         for _ in range(count):
             ws = await stack.enter_async_context(
-                websockets.connect(url, origin=origin, max_size=None, open_timeout=30)  # type: ignore[arg-type]
+                websockets.connect(
+                    url,
+                    origin=origin,  # type: ignore[arg-type]
+                    max_size=None,
+                    open_timeout=30,
+                    additional_headers=headers,
+                )
             )
             stack.push_async_callback(_drain, ws)
         yield
@@ -279,9 +323,11 @@ async def _drain(ws: Any) -> None:
                 pass
 
 
-async def _measure(proc: asyncio.subprocess.Process, port: int, capture: Path) -> dict[str, Any]:
+async def _measure(proc: asyncio.subprocess.Process, port: int, capture: Path, token: str) -> dict[str, Any]:
     base = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(base_url=base, timeout=httpx.Timeout(LOAD_TIMEOUT_S)) as client:
+    headers = {"Authorization": f"Token {token}"}
+    timeout = httpx.Timeout(LOAD_TIMEOUT_S)
+    async with httpx.AsyncClient(base_url=base, timeout=timeout, headers=headers) as client:
         await _wait_ready(client, proc)
         sampler = MemorySampler(proc.pid)
         sampler.start()
@@ -304,11 +350,15 @@ async def _measure(proc: asyncio.subprocess.Process, port: int, capture: Path) -
             result["single_viewer_sessions"] = await _engine_sessions(client, capture_id)
             # Two people now watch the capture: the server keeps a standby session loaded for
             # them, and one of them runs a new filter while the other pages and opens packets.
-            async with _viewers(port, capture_id, 2):
+            async with _viewers(port, capture_id, 2, _auth(client)):
                 result["standby_load_s"], _ = await timed(_wait_sessions(client, capture_id, 2))
                 result["memory_two_viewers_mb"] = sampler.now_mb()
                 result["concurrency"] = await _measure_concurrency(client, capture_id, total)
-            # The viewers have left: one lone client now runs the analysis operations.
+            # The viewers have left. Once the standby session is gone, the analysis operations
+            # run on each side back to back, so that both meet the machine in the same state:
+            # a raw sharkd loaded beside the server, then the server through its API.
+            await _wait_sessions_at_most(client, capture_id, 1)
+            result["raw_operations"] = await raw_operations_loaded(capture)
             result["operations"] = await server_operations(client, capture_id)
             sampler.now_mb()
             result["memory_peak_mb"] = sampler.peak_kib / 1024
@@ -324,6 +374,7 @@ async def measure_server(repo: Path, capture: Path) -> dict[str, Any]:
     try:
         env = _server_env(tmp)
         await _migrate(repo, env)
+        token = await _create_user(repo, env)
         port = _free_port()
         log = tmp / "daphne.log"
         with log.open("wb") as log_file:
@@ -341,7 +392,7 @@ async def measure_server(repo: Path, capture: Path) -> dict[str, Any]:
                 stderr=asyncio.subprocess.STDOUT,
             ) as proc:
                 try:
-                    return await _measure(proc, port, capture)
+                    return await _measure(proc, port, capture, token)
                 except CLIENT_ERRORS as exc:
                     raise ServerUnavailable(
                         f"{type(exc).__name__}: {exc}\n--- daphne log ---\n{_tail(log)}"

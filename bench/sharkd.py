@@ -120,10 +120,22 @@ async def measure_sharkd(path: Path) -> dict[str, Any]:
         numbers = spread(total)
         result["details"] = await median_of(lambda i: shark.frame(numbers[i % len(numbers)]))
         result["filters"] = {f: await _measure_filter(shark, f) for f in FILTERS}
-        # After the filters: `http.request` (which picks the streams) is cached by now.
-        result["operations"] = await raw_operations(shark)
         result["memory_end"] = _memory_mb(proc.pid)
         return result
+
+
+async def raw_operations_loaded(path: Path) -> dict[str, Any]:
+    """The analysis operations in a freshly loaded raw sharkd session (not timed: its load)."""
+    async with spawned(
+        "sharkd",
+        "-",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    ) as proc:
+        shark = Sharkd(proc)
+        await shark.load(path)
+        return await raw_operations(shark)
 
 
 async def _run_timed(*cmd: str, count_lines: bool = False) -> tuple[float, int]:
