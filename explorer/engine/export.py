@@ -26,6 +26,7 @@ from typing import Any
 from django.conf import settings
 
 from . import commands, framecopy
+from . import comments as pcapng_comments
 from .errors import EngineError
 from .packets import check_filter, count
 from .sessions import engine
@@ -74,10 +75,12 @@ async def export_packets(
     first: int | None = None,
     last: int | None = None,  # noqa: A002
     only: set[int] | None = None,
+    comments: pcapng_comments.Comments | None = None,
 ) -> Path:
     """Write the frames displayed for a filter (all without one), within first..last, as pcapng.
 
     `only` narrows them to chosen frames (the marked ones), as Wireshark's "Marked packets only".
+    `comments` (by the original frame numbers) are added to the frames exported and the file.
 
     The caller removes the returned file when done with it.
     """
@@ -110,6 +113,8 @@ async def export_packets(
             source = converted
         await asyncio.to_thread(framecopy.copy_frames, source, partial, numbers)
         await _editcap(partial, destination)
+        if comments:
+            await asyncio.to_thread(pcapng_comments.add, destination, comments.renumbered(numbers))
     except BaseException:
         destination.unlink(missing_ok=True)
         raise
