@@ -18,8 +18,10 @@ from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpRespons
 from django.utils.http import content_disposition_header
 from ninja import Field, NinjaAPI, Query, Schema
 from ninja.errors import HttpError
+from ninja.responses import NinjaJSONEncoder
 
-from . import captures, marks
+from . import annotations as notes
+from . import captures, live, marks
 from .access import capture_for, user_of, visible_captures
 from .engine import expert as engine_expert
 from .engine import export as engine_export
@@ -32,7 +34,7 @@ from .engine import tables as engine_tables
 from .engine.errors import EngineCrashed, EngineError
 from .engine.follow import FollowResult
 from .engine.sessions import engine
-from .models import Capture
+from .models import Annotation, Capture
 from .uploads import staged_uploads
 
 api = NinjaAPI(
@@ -700,6 +702,9 @@ class ExportQuery(Schema):
     # The export page's radio buttons: "all" ignores first and last, "marked" keeps only
     # the marked frames among the displayed ones.
     range: str = ""
+    annotations: bool = Field(
+        False, description="Add the annotations as pcapng comments: the frames', and the capture's"
+    )
 
 
 def frame_bound(value: str, name: str) -> int | None:
@@ -738,7 +743,8 @@ async def export_packets(
     first = None if everything else frame_bound(query.first, "first")
     last = None if everything else frame_bound(query.last, "last")
     only = set(await marks.marked(capture)) if query.range == "marked" else None
-    path = await engine_export.export_packets(capture.path, query.filter, first, last, only)
+    added = await notes.for_export(capture) if query.annotations else None
+    path = await engine_export.export_packets(capture.path, query.filter, first, last, only, added)
     response = StreamingHttpResponse(read_and_remove(path), content_type="application/octet-stream")
     response["Content-Length"] = str(path.stat().st_size)
     name = f"{file_stem(capture.name)}-export.pcapng"
@@ -761,7 +767,9 @@ async def marked_frames(request: HttpRequest, capture_id: int) -> dict[str, Any]
     summary="Mark a frame",
 )
 async def mark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
-    await marks.mark(await capture_for(request, capture_id, "write"), number)
+    capture = await capture_for(request, capture_id, "write")
+    await marks.mark(capture, number)
+    await live.marks_changed(capture)
     return 204, None
 
 
@@ -771,13 +779,17 @@ async def mark_frame(request: HttpRequest, capture_id: int, number: int) -> tupl
     summary="Unmark a frame",
 )
 async def unmark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
-    await marks.unmark(await capture_for(request, capture_id, "write"), number)
+    capture = await capture_for(request, capture_id, "write")
+    await marks.unmark(capture, number)
+    await live.marks_changed(capture)
     return 204, None
 
 
 @api.delete("/captures/{capture_id}/marks", response={204: None, 404: Error}, summary="Unmark every frame")
 async def unmark_all(request: HttpRequest, capture_id: int) -> tuple[int, None]:
-    await marks.unmark_all(await capture_for(request, capture_id, "write"))
+    capture = await capture_for(request, capture_id, "write")
+    await marks.unmark_all(capture)
+    await live.marks_changed(capture)
     return 204, None
 
 
@@ -874,3 +886,97 @@ class DnsQueryOut(Schema):
 async def dns_queries(request: HttpRequest, capture_id: int, filter: str = "") -> list[dict[str, Any]]:  # noqa: A002
     capture = await capture_for(request, capture_id)
     return [asdict(row) for row in await engine_tables.dns_queries(capture.path, filter)]
+
+
+# ---- Annotations ---------------------------------------------------------------------------
+
+
+class AnnotationOut(Schema):
+    id: int
+    frame: int | None = Field(description="The annotated frame, or null for a comment on the whole capture")
+    text: str
+    author: str | None = Field(description="The author's username; null for comments read from the file")
+    from_file: bool = Field(description="A comment the uploaded pcapng file holds; nobody changes those")
+    created_at: datetime
+    updated_at: datetime
+
+
+class AnnotationIn(Schema):
+    frame: int | None = Field(None, description="The frame to annotate; null or absent for the capture")
+    text: str = Field(description=f"Up to {notes.MAX_LENGTH:,} characters")
+
+
+class AnnotationChange(Schema):
+    text: str = Field(description=f"Up to {notes.MAX_LENGTH:,} characters")
+
+
+@api.exception_handler(notes.AnnotationError)
+def annotation_refused(request: HttpRequest, exc: notes.AnnotationError) -> Any:
+    return api.create_response(request, {"error": exc.message}, status=400)
+
+
+def annotation_out(annotation: Annotation) -> dict[str, Any]:
+    """Return an annotation as the API and the live events show it (JSON types only)."""
+    # Encoded as the API's responses are (times to the millisecond), so both read the same.
+    data = AnnotationOut(
+        id=annotation.pk,
+        frame=annotation.frame,
+        text=annotation.text,
+        author=annotation.author.get_username() if annotation.author is not None else None,
+        from_file=annotation.from_file,
+        created_at=annotation.created_at,
+        updated_at=annotation.updated_at,
+    ).model_dump()
+    return dict(json.loads(json.dumps(data, cls=NinjaJSONEncoder)))
+
+
+@api.get(
+    "/captures/{capture_id}/annotations",
+    response={200: list[AnnotationOut], 404: Error},
+    summary="Annotations: the capture's first, then by frame; comments of the file included",
+)
+async def list_annotations(request: HttpRequest, capture_id: int) -> list[dict[str, Any]]:
+    capture = await capture_for(request, capture_id)
+    return [annotation_out(annotation) for annotation in await notes.listing(capture)]
+
+
+@api.post(
+    "/captures/{capture_id}/annotations",
+    response={201: AnnotationOut, 400: Error, 403: Error, 404: Error},
+    summary="Annotate a frame, or the whole capture (anyone who may write to it)",
+)
+async def add_annotation(
+    request: HttpRequest, capture_id: int, body: AnnotationIn
+) -> tuple[int, dict[str, Any]]:
+    capture = await capture_for(request, capture_id, "write")
+    annotation = await notes.add(capture, await user_of(request), body.frame, body.text)
+    data = annotation_out(annotation)
+    await live.annotation_changed(capture.pk, "annotation.created", data)
+    return 201, data
+
+
+@api.patch(
+    "/captures/{capture_id}/annotations/{annotation_id}",
+    response={200: AnnotationOut, 400: Error, 403: Error, 404: Error},
+    summary="Change an annotation's text (its author only)",
+)
+async def edit_annotation(
+    request: HttpRequest, capture_id: int, annotation_id: int, body: AnnotationChange
+) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id, "write")
+    annotation = await notes.edit(capture, await user_of(request), annotation_id, body.text)
+    data = annotation_out(annotation)
+    await live.annotation_changed(capture.pk, "annotation.updated", data)
+    return data
+
+
+@api.delete(
+    "/captures/{capture_id}/annotations/{annotation_id}",
+    response={204: None, 403: Error, 404: Error},
+    summary="Delete an annotation (its author only)",
+)
+async def delete_annotation(request: HttpRequest, capture_id: int, annotation_id: int) -> tuple[int, None]:
+    capture = await capture_for(request, capture_id, "write")
+    annotation = await notes.delete(capture, await user_of(request), annotation_id)
+    await live.annotation_changed(capture.pk, "annotation.deleted", annotation_out(annotation))
+    return 204, None

@@ -80,6 +80,9 @@ class Capture(models.Model):
     interfaces = models.JSONField(default=list)
     extra = models.JSONField(default=dict, help_text="Other capinfos properties, label to value.")
     warning = models.CharField(max_length=255, blank=True)
+    file_comments_read = models.BooleanField(
+        default=False, help_text="The file's pcapng comments have been copied into its annotations."
+    )
 
     class Meta:
         ordering = ["-uploaded_at", "-id"]

@@ -1,7 +1,8 @@
 from django.urls import path
 
-from . import consumers
+from . import consumers, live
 
 websocket_urlpatterns = [
     path("ws/captures/<int:capture_id>/", consumers.CaptureLoadConsumer.as_asgi()),
+    path("ws/captures/<int:capture_id>/live/", live.CaptureLiveConsumer.as_asgi()),
 ]

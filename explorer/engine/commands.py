@@ -79,3 +79,33 @@ def tshark_protocol_hierarchy(path: Path, display_filter: str = "") -> list[str]
     """Return the command that prints the protocol hierarchy of the frames matching a filter."""
     statistic = f"io,phs,{display_filter}" if display_filter else "io,phs"
     return [_binary("tshark"), "-2", "-n", *tls_options(path), "-q", "-r", str(path), "-z", statistic]
+
+
+def tshark_summary(path: Path) -> list[str]:
+    """Return the command that lists a capture's protocols, addresses and DNS names in one pass.
+
+    It runs at the lowest CPU priority, which on Linux also gives it the lowest best-effort
+    disk priority: people looking at captures come first. Names are taken only from the
+    capture's own DNS answers (-n, then -N d); nothing is looked up outside it.
+    """
+    return [
+        "nice",
+        "-n",
+        "19",
+        _binary("tshark"),
+        "-n",
+        "-N",
+        "d",
+        *tls_options(path),
+        "-q",
+        "-r",
+        str(path),
+        "-z",
+        "io,phs",
+        "-z",
+        "ip_hosts,tree",
+        "-z",
+        "ipv6_hosts,tree",
+        "-z",
+        "hosts",
+    ]

@@ -1,0 +1,164 @@
+"""Live updates of a capture: who is looking at it, and changes to its annotations and marks.
+
+Every viewer's websocket joins the channel-layer group of its capture. The API functions that
+change annotations or marks publish an event to the group, and each connection forwards it.
+
+Presence is kept without any state shared between server processes, so that it works the
+same over Redis as in memory: a new connection says hello to the group, the others answer
+it directly, and each connection keeps its own list of viewers. Connections say goodbye when
+they close and repeat themselves every PRESENCE_INTERVAL; a viewer not heard of for
+PRESENCE_EXPIRY (its server process died) is dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from typing import Any, Literal
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from channels.layers import get_channel_layer
+from django.http import Http404
+
+from . import marks
+from .access import capture_for_scope
+from .models import Capture
+
+PRESENCE_INTERVAL = 30.0
+PRESENCE_EXPIRY = 2.5 * PRESENCE_INTERVAL
+ANONYMOUS = "anonymous link holder"
+
+Event = Literal["annotation.created", "annotation.updated", "annotation.deleted", "marks.changed"]
+
+
+def group_name(capture_id: int) -> str:
+    return f"capture-{capture_id}"
+
+
+async def publish(capture_id: int, event: Event, **payload: Any) -> None:
+    """Send an event (JSON-serialisable payload) to everyone viewing the capture."""
+    layer = get_channel_layer()
+    if layer is not None:
+        await layer.group_send(
+            group_name(capture_id), {"type": "live.event", "event": {"type": event, **payload}}
+        )
+
+
+async def annotation_changed(capture_id: int, event: Event, annotation: dict[str, Any]) -> None:
+    """Publish a created, updated or deleted annotation, as the API shows it."""
+    await publish(capture_id, event, annotation=annotation)
+
+
+async def marks_changed(capture: Capture) -> None:
+    """Publish the capture's marked frames after a change."""
+    await publish(capture.pk, "marks.changed", frames=await marks.marked(capture))
+
+
+def viewer_name(user: Any) -> str:
+    if user is not None and user.is_authenticated:
+        return str(user.get_username())
+    return ANONYMOUS
+
+
+class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
+    """Push `presence`, `annotation.*` and `marks.changed` events for one capture."""
+
+    capture: Capture
+    group: str = ""
+    viewer_id: str = ""
+    name: str = ""
+    heartbeat: asyncio.Task[None] | None = None
+
+    async def connect(self) -> None:
+        try:
+            capture_id = int(self.scope["url_route"]["kwargs"]["capture_id"])
+            self.capture = await capture_for_scope(self.scope, capture_id)
+        except Http404:
+            await self.close(code=4404)
+            return
+        self.group = group_name(self.capture.pk)
+        self.viewer_id = uuid.uuid4().hex
+        self.name = viewer_name(self.scope.get("user"))
+        # viewer id -> (name, when last heard of)
+        self.viewers: dict[str, tuple[str, float]] = {self.viewer_id: (self.name, time.monotonic())}
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        await self.send_presence()
+        await self.tell_group("presence.hello")
+        self.heartbeat = asyncio.create_task(self.beat())
+
+    async def disconnect(self, code: int) -> None:
+        if not self.group:
+            return
+        if self.heartbeat is not None:
+            self.heartbeat.cancel()
+        await self.tell_group("presence.bye")
+        await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        """Ignore what the page sends: changes go through the API, which checks rights."""
+
+    # ---- presence ---------------------------------------------------------------------------
+
+    def me(self) -> dict[str, str]:
+        return {"id": self.viewer_id, "name": self.name}
+
+    async def tell_group(self, kind: str) -> None:
+        await self.channel_layer.group_send(
+            self.group, {"type": kind, "viewer": self.me(), "reply_to": self.channel_name}
+        )
+
+    async def send_presence(self) -> None:
+        viewers = sorted(
+            ({"id": key, "name": name} for key, (name, _) in self.viewers.items()),
+            key=lambda viewer: (viewer["name"], viewer["id"]),
+        )
+        await self.send_json({"type": "presence", "you": self.viewer_id, "viewers": viewers})
+
+    async def heard(self, viewer: dict[str, str]) -> None:
+        key, name = str(viewer["id"]), str(viewer["name"])
+        known = key in self.viewers
+        self.viewers[key] = (name, time.monotonic())
+        if not known:
+            await self.send_presence()
+
+    async def presence_hello(self, message: dict[str, Any]) -> None:
+        if message["viewer"]["id"] == self.viewer_id:
+            return
+        await self.heard(message["viewer"])
+        await self.channel_layer.send(message["reply_to"], {"type": "presence.here", "viewer": self.me()})
+
+    async def presence_here(self, message: dict[str, Any]) -> None:
+        if message["viewer"]["id"] != self.viewer_id:
+            await self.heard(message["viewer"])
+
+    async def presence_bye(self, message: dict[str, Any]) -> None:
+        if self.viewers.pop(message["viewer"]["id"], None) is not None:
+            await self.send_presence()
+
+    async def beat(self) -> None:
+        """Repeat this viewer to the group, forget silent ones, and close if read rights are gone."""
+        while True:
+            await asyncio.sleep(PRESENCE_INTERVAL)
+            try:
+                await capture_for_scope(self.scope, self.capture.pk)
+            except Http404:
+                await self.close(code=4404)
+                return
+            # Group membership expires in channels-redis (a day by default): renew it.
+            await self.channel_layer.group_add(self.group, self.channel_name)
+            await self.channel_layer.group_send(self.group, {"type": "presence.here", "viewer": self.me()})
+            cutoff = time.monotonic() - PRESENCE_EXPIRY
+            silent = [
+                key for key, (_, seen) in self.viewers.items() if seen < cutoff and key != self.viewer_id
+            ]
+            for key in silent:
+                del self.viewers[key]
+            if silent:
+                await self.send_presence()
+
+    # ---- changes ----------------------------------------------------------------------------
+
+    async def live_event(self, message: dict[str, Any]) -> None:
+        await self.send_json(message["event"])
