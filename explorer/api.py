@@ -21,7 +21,7 @@ from ninja.errors import HttpError
 from ninja.responses import NinjaJSONEncoder
 
 from . import annotations as notes
-from . import captures, live, marks
+from . import captures, live, marks, search
 from .access import capture_for, user_of, visible_captures
 from .engine import expert as engine_expert
 from .engine import export as engine_export
@@ -69,6 +69,7 @@ class CaptureOut(Schema):
     average_packet_size: float | None
     average_packet_rate: float | None
     comments: list[str]
+    tags: list[str]
     interfaces: list[dict[str, str]]
     warning: str
     status: str
@@ -161,7 +162,7 @@ def loaded_sessions(capture: Capture) -> int:
     return sum(p.loaded.is_set() and p.alive for p in sessions.processes)
 
 
-def capture_out(capture: Capture) -> dict[str, Any]:
+def capture_out(capture: Capture, tags: list[str] | None = None) -> dict[str, Any]:
     return {
         "id": capture.pk,
         "url": capture.get_absolute_url(),
@@ -174,6 +175,7 @@ def capture_out(capture: Capture) -> dict[str, Any]:
         "format": capture.file_type,
         "link_types": [t for t in capture.link_types.split(", ") if t],
         "comments": capture.comments,
+        "tags": tags or [],
         "interfaces": capture.interfaces,
         "warning": capture.warning,
         "status": status_of(capture),
@@ -256,15 +258,35 @@ async def upload(request: HttpRequest) -> tuple[int, dict[str, Any]]:
     return (201 if stored else 400), body
 
 
-@api.get("/captures/", response=list[CaptureOut], summary="List captures")
-async def list_captures(request: HttpRequest) -> list[dict[str, Any]]:
-    visible = visible_captures(await user_of(request), getattr(request, "session", None))
-    return [capture_out(c) async for c in visible]
+class CaptureFilters(Schema):
+    q: str = Field(
+        "",
+        description="Words that must all match, each in the name, a tag, a file comment, an annotation, "
+        'or as a whole word among the addresses, DNS names and protocols; "quote" a phrase',
+    )
+    owner: str = Field("", description='"mine", or the username of the owner')
+    tag: str = Field("", description="A tag the captures have")
+    uploaded_after: str = Field(
+        "", description="A date (that day included) or a date and time (UTC if unsaid)"
+    )
+    uploaded_before: str = Field("", description="A date (that day included) or a date and time (excluded)")
+
+
+@api.get("/captures/", response={200: list[CaptureOut], 400: Error}, summary="List captures, or find some")
+async def list_captures(request: HttpRequest, filters: Query[CaptureFilters]) -> list[dict[str, Any]]:
+    user = await user_of(request)
+    visible = visible_captures(user, getattr(request, "session", None))
+    try:
+        found = search.matching(visible, search.Filters(**filters.dict()), user)
+    except search.SearchError as error:
+        raise HttpError(400, str(error)) from error
+    return [capture_out(c, [t.name for t in c.tags.all()]) async for c in found.prefetch_related("tags")]
 
 
 @api.get("/captures/{capture_id}/", response={200: CaptureOut, 404: Error}, summary="Capture properties")
 async def capture_detail(request: HttpRequest, capture_id: int) -> dict[str, Any]:
-    return capture_out(await capture_for(request, capture_id))
+    capture = await capture_for(request, capture_id)
+    return capture_out(capture, await search.tag_names(capture))
 
 
 @api.delete("/captures/{capture_id}/", response={204: None, 404: Error}, summary="Delete a capture")
@@ -886,6 +908,64 @@ class DnsQueryOut(Schema):
 async def dns_queries(request: HttpRequest, capture_id: int, filter: str = "") -> list[dict[str, Any]]:  # noqa: A002
     capture = await capture_for(request, capture_id)
     return [asdict(row) for row in await engine_tables.dns_queries(capture.path, filter)]
+
+
+class TagsOut(Schema):
+    tags: list[str]
+
+
+@api.get("/captures/{capture_id}/tags", response={200: TagsOut, 404: Error}, summary="A capture's tags")
+async def capture_tags(request: HttpRequest, capture_id: int) -> dict[str, Any]:
+    return {"tags": await search.tag_names(await capture_for(request, capture_id))}
+
+
+@api.put(
+    "/captures/{capture_id}/tags/{name}",
+    response={200: TagsOut, 400: Error, 403: Error, 404: Error},
+    summary="Tag a capture (anyone who may annotate it)",
+    description=f"A tag is kept in lowercase: up to {search.TAG_MAX_LENGTH} {search.TAG_RULE}.",
+)
+async def add_tag(request: HttpRequest, capture_id: int, name: str) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id, "write")
+    try:
+        return {"tags": await search.add_tag(capture, name)}
+    except search.BadTag as error:
+        raise HttpError(400, str(error)) from error
+
+
+@api.delete(
+    "/captures/{capture_id}/tags/{name}",
+    response={200: TagsOut, 400: Error, 403: Error, 404: Error},
+    summary="Take a tag off a capture",
+)
+async def remove_tag(request: HttpRequest, capture_id: int, name: str) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id, "write")
+    try:
+        return {"tags": await search.remove_tag(capture, name)}
+    except search.BadTag as error:
+        raise HttpError(400, str(error)) from error
+
+
+class SummaryOut(Schema):
+    summarized: bool = Field(description="False until the background summary after the upload has run")
+    protocols: list[str]
+    hosts: list[str] = Field(
+        description="Addresses, busiest first, then names the capture's DNS answers gave"
+    )
+
+
+@api.get(
+    "/captures/{capture_id}/summary",
+    response={200: SummaryOut, 404: Error},
+    summary="The protocols and hosts the search looks through",
+)
+async def capture_summary(request: HttpRequest, capture_id: int) -> dict[str, Any]:
+    capture = await capture_for(request, capture_id)
+    return {
+        "summarized": search.summarized(capture),
+        "protocols": search.words_of(capture.protocols),
+        "hosts": search.words_of(capture.hosts),
+    }
 
 
 # ---- Annotations ---------------------------------------------------------------------------

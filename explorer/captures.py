@@ -11,6 +11,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from . import search
 from .engine import capinfo, keylog, stats
 from .engine.errors import NotACapture
 from .engine.sessions import engine
@@ -37,7 +38,7 @@ async def store(staged: StagedFile, owner: Any = None) -> Capture:
         # either absent or complete, and a row exists only for a complete file.
         os.replace(staged.staging_path, destination)
         try:
-            return await Capture.objects.acreate(
+            capture = await Capture.objects.acreate(
                 owner=owner if owner is not None and owner.is_authenticated else None,
                 name=display_name(staged.name or "capture"),
                 stored_as=stored_as,
@@ -67,6 +68,8 @@ async def store(staged: StagedFile, owner: Any = None) -> Capture:
             raise
     finally:
         staged.discard()
+    search.schedule_summary(capture)
+    return capture
 
 
 async def store_uploads(
