@@ -38,4 +38,5 @@ urlpatterns = [
     path("account/", views.account, name="account"),
     path("account/tokens/", views.token_create, name="token_create"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
+    path("captures/<int:capture_id>/tags/", views.capture_tags, name="capture_tags"),
 ]

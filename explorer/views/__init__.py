@@ -1,5 +1,5 @@
 from .accounts import account, token_create, token_revoke
-from .captures import capture_delete, capture_keylog, capture_list, capture_properties, upload
+from .captures import capture_delete, capture_keylog, capture_list, capture_properties, capture_tags, upload
 from .expert import expert
 from .export import export, http_objects
 from .flow import flow
@@ -26,6 +26,7 @@ __all__ = [
     "conversation_graph_page",
     "dns_queries",
     "capture_properties",
+    "capture_tags",
     "expert",
     "export",
     "flow",

@@ -1,8 +1,9 @@
-"""The capture list, uploads from the page, deleting and the properties page."""
+"""The capture list and its search, uploads from the page, deleting, the properties page and tags."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -14,8 +15,8 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
-from .. import captures
-from ..access import capture_for, user_of, visible_captures
+from .. import captures, search
+from ..access import capture_for, rights, user_of, visible_captures
 from ..engine import keylog
 from ..models import Capture
 from ..uploads import staged_uploads
@@ -89,25 +90,41 @@ async def capture_rows(visible: QuerySet[Capture], sort: str) -> list[CaptureRow
             last=display.utc_time(c.last_time, c.precision_digits),
             duration=display.short_duration(c.duration),
         )
-        async for c in visible.select_related("owner").order_by(order, "-id")
+        async for c in visible.select_related("owner").prefetch_related("tags").order_by(order, "-id")
     ]
 
 
 @login_required
 @require_GET
 async def capture_list(request: HttpRequest) -> HttpResponse:
-    """Show the captures the user may see and the upload zone."""
+    """Show the captures the user may see, narrowed by the search box and filters, and the upload zone."""
     sort = parse_sort(request.GET.get("sort", DEFAULT_SORT))
-    visible = visible_captures(await user_of(request), request.session)
+    user = await user_of(request)
+    visible = visible_captures(user, request.session)
+    filters = search.Filters.from_params(request.GET)
+    search_error = ""
+    try:
+        found = search.matching(visible, filters, user)
+    except search.SearchError as error:
+        found, search_error = visible.none(), str(error)
+    partial = wants_partial(request)
     context = {
-        "rows": await capture_rows(visible, sort),
+        "rows": await capture_rows(found, sort),
         "sort": sort,
         "columns": columns_for(sort),
+        "filters": filters,
+        "filter_query": filters.query_string(),
+        "search_error": search_error,
+        "visible_count": await visible.acount() if filters.active() else None,
+        "partial": partial,
         "max_upload_mb": settings.MAX_UPLOAD_MB,
     }
     template = "explorer/capture_list.html"
-    if wants_partial(request):
+    if partial:
         template += "#capture_table"
+    else:
+        context["owners"] = await search.owners(visible)
+        context["tag_choices"] = await search.tags_among(visible)
     return varies_on_htmx(render(request, template, context))
 
 
@@ -159,8 +176,49 @@ async def capture_properties(request: HttpRequest, capture_id: int) -> HttpRespo
         "interface_rows": [[interface.get(key, "") for key in keys] for interface in capture.interfaces],
         "download_url": reverse("api:download", args=[capture.pk]),
         "keylog_secrets": captures.keylog_secrets(capture),
+        **await tags_context(request, capture),
     }
     return render(request, "explorer/capture_properties.html", context)
+
+
+async def tags_context(
+    request: HttpRequest, capture: Capture, error: str = "", typed: str = ""
+) -> dict[str, Any]:
+    user = await user_of(request)
+    return {
+        "capture": capture,
+        "tags": await search.tag_names(capture),
+        # Tagging is describing, as annotating is: whoever may annotate the capture may tag it.
+        "may_tag": (await rights(request, capture)).write,
+        "tag_choices": await search.tags_among(visible_captures(user, request.session)),
+        "tag_error": error,
+        "tag_typed": typed,  # kept in the field after a refusal, to be corrected
+        "tag_max_length": search.TAG_MAX_LENGTH,
+        "tag_rule": search.TAG_RULE,
+    }
+
+
+@not_found_page
+@require_POST
+async def capture_tags(request: HttpRequest, capture_id: int) -> HttpResponse:
+    """Add the posted tag to the capture, or remove it (action=remove)."""
+    capture = await capture_for(request, capture_id, "write")
+    remove = request.POST.get("action") == "remove"
+    name = request.POST.get("name", "")
+    error = ""
+    try:
+        if remove:
+            await search.remove_tag(capture, name)
+        else:
+            await search.add_tag(capture, name)
+    except search.BadTag as problem:
+        error = str(problem)
+    if wants_partial(request):
+        context = await tags_context(request, capture, error, name if error and not remove else "")
+        return render(request, "explorer/capture_properties.html#capture_tags", context)
+    if error:
+        messages.error(request, f"{'Tag not removed' if remove else 'Tag not added'}: {error}.")
+    return redirect("explorer:capture_properties", capture_id=capture.pk)
 
 
 @not_found_page
