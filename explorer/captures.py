@@ -141,6 +141,8 @@ async def attach_keylog(capture: Capture, data: bytes) -> int:
     await sync_to_async(partial.write_bytes)(data)
     os.replace(partial, target)
     await forget_results(capture)
+    # Decrypted traffic shows protocols and names the summary could not see before.
+    search.schedule_summary(capture)
     return secrets
 
 

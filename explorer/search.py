@@ -232,9 +232,18 @@ def summarized(capture: Capture) -> bool:
     return capture.protocols != ""
 
 
+# The latest summary asked for, per capture: a key log attached while an older summary runs
+# asks for a new one, and the older one's (undecrypted) result must not be stored after it.
+_latest: dict[int, object] = {}
+
+
 async def summarize(capture_id: int, path: Path) -> engine_summary.Summary:
     """Read the capture's hosts and protocols and store them; raise EngineError."""
+    mine = _latest[capture_id] = object()
     found = await engine_summary.summarize(path)
+    if _latest.get(capture_id) is not mine:
+        return found
+    del _latest[capture_id]
     # A capture deleted meanwhile updates nothing.
     await Capture.objects.filter(pk=capture_id).aupdate(
         hosts=words_field(found.hosts), protocols=words_field(found.protocols)
@@ -274,3 +283,9 @@ def schedule_summary(capture: Capture) -> None:
     # The loop keeps only a weak reference to a task: this set keeps it until it is done.
     _summaries.add(task)
     task.add_done_callback(_summaries.discard)
+
+
+async def summaries_done() -> None:
+    """Wait for the summaries scheduled so far (a command must not exit before they end)."""
+    while _summaries:
+        await asyncio.gather(*list(_summaries), return_exceptions=True)

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Server, all_packets, shared_capture, tshark_rows
+from .conftest import OWNER, Server, all_packets, shared_capture, tshark_rows
 
 pytestmark = pytest.mark.engine
 
@@ -36,7 +36,7 @@ def test_it_imports_good_files_and_reports_the_bad_one(api: httpx.Client, server
     bad = shared_capture("MANIFEST.tsv")
     before_files = stored_files(server)
 
-    result = server.manage("import_capture", str(good[0]), str(good[1]), str(bad))
+    result = server.manage("import_capture", "--owner", OWNER, str(good[0]), str(good[1]), str(bad))
     assert result.returncode != 0, result.stdout + result.stderr
     lines = json_lines(result.stdout)
     assert len(lines) == 3, result.stdout
@@ -63,7 +63,7 @@ def test_it_imports_good_files_and_reports_the_bad_one(api: httpx.Client, server
 
 def test_all_good_files_exit_zero(api: httpx.Client, server: Server) -> None:
     path = shared_capture("truncated_dns_2.pcap")
-    result = server.manage("import_capture", str(path))
+    result = server.manage("import_capture", "--owner", OWNER, str(path))
     assert result.returncode == 0, result.stderr
     (line,) = json_lines(result.stdout)
     assert line["path"] == str(path)
@@ -89,7 +89,7 @@ def test_a_bad_file_alone_exits_non_zero_with_its_error(
     if content is not None:
         path.write_bytes(content)
     before = {capture["id"] for capture in api.get("/api/captures/").json()}
-    result = server.manage("import_capture", str(path))
+    result = server.manage("import_capture", "--owner", OWNER, str(path))
     assert result.returncode != 0
     (line,) = json_lines(result.stdout)
     assert set(line) == {"path", "error"}
@@ -104,8 +104,23 @@ def test_a_file_over_the_limit_is_not_imported(api: httpx.Client, server: Server
         handle.write(shared_capture("dns-udp.pcap").read_bytes())
         handle.truncate(8 * 1024 * 1024 + 1)
     before = stored_files(server)
-    result = server.manage("import_capture", str(path))
+    result = server.manage("import_capture", "--owner", OWNER, str(path))
     assert result.returncode != 0
     (line,) = json_lines(result.stdout)
     assert line == {"path": str(path), "error": "larger than the configured limit of 8 MB"}
     assert stored_files(server) == before
+
+
+def test_without_an_owner_only_staff_see_the_import(api: httpx.Client, server: Server) -> None:
+    result = server.manage("import_capture", str(shared_capture("arp_resolution.pcapng")))
+    assert result.returncode == 0, result.stderr
+    (line,) = json_lines(result.stdout)
+    assert api.get(f"/api/captures/{line['id']}/").status_code == 404
+    server.create_user("importer-admin", staff=True)
+    with server.client("importer-admin") as staff:
+        assert staff.get(f"/api/captures/{line['id']}/").status_code == 200
+    unknown = server.manage(
+        "import_capture", "--owner", "nobody-here", str(shared_capture("arp_resolution.pcapng"))
+    )
+    assert unknown.returncode != 0
+    assert "no user called 'nobody-here'" in unknown.stderr

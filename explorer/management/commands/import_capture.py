@@ -10,7 +10,7 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from explorer import captures
+from explorer import captures, search
 from explorer.engine.errors import NotACapture
 
 
@@ -45,6 +45,8 @@ class Command(BaseCommand):
             capture = await captures.store(staged, owner)
         except NotACapture as error:
             return {"path": str(path), "error": error.message}
+        # The search summary runs in the background; this process ends with the import.
+        await search.summaries_done()
         return {
             "path": str(path),
             "id": capture.pk,
