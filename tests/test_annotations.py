@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from playwright.sync_api import Browser, Page, expect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from .conftest import OWNER, Server, shared_capture, tshark, upload
+from .conftest import ARTIFACTS, OWNER, Server, shared_capture, tshark, upload
 
 SOURCE = "http_google.pcapng"  # 12 frames
 TEAM = "notes-team"
@@ -78,6 +81,17 @@ def annotate(client: httpx.Client, capture_id: int, frame: int | None, text: str
     answer = client.post(f"/api/captures/{capture_id}/annotations", json={"frame": frame, "text": text})
     assert answer.status_code == 201, answer.text
     return dict(answer.json())
+
+
+def share_link(api: httpx.Client, capture_id: int) -> str:
+    """Let link holders see the capture; return the key of a new share link."""
+    made = api.post(f"/captures/{capture_id}/sharing/visibility/", data={"visibility": "link"})
+    assert made.status_code == 302
+    json_please = {"Accept": "application/json"}
+    view = {"view": f"/captures/{capture_id}/"}
+    link = api.post(f"/captures/{capture_id}/share/", data=view, headers=json_please)
+    assert link.status_code == 201, link.text
+    return str(link.json()["url"]).rstrip("/").rsplit("/", 1)[-1]
 
 
 def tshark_comments(path: Path) -> dict[int, list[str]]:
@@ -185,17 +199,8 @@ def test_outsiders_see_nothing_and_link_holders_cannot_annotate(
     assert outsider.get(f"/api/captures/{capture_id}/annotations").status_code == 404
     assert outsider.post(f"/api/captures/{capture_id}/annotations", json={"text": "hi"}).status_code == 404
 
-    answer = upload(api, commented_file, "linked.pcapng")
-    linked = int(answer.json()["id"])
-    made = api.post(f"/captures/{linked}/sharing/visibility/", data={"visibility": "link"})
-    assert made.status_code == 302
-    link = api.post(
-        f"/captures/{linked}/share/",
-        data={"view": f"/captures/{linked}/"},
-        headers={"Accept": "application/json"},
-    )
-    assert link.status_code == 201, link.text
-    key = str(link.json()["url"]).rstrip("/").rsplit("/", 1)[-1]
+    linked = int(upload(api, commented_file, "linked.pcapng").json()["id"])
+    key = share_link(api, linked)
     note = annotate(api, linked, 4, "for the link holder")
     with httpx.Client(base_url=server.url, timeout=60) as holder:
         assert holder.get(f"/s/{key}/").status_code == 302
@@ -332,3 +337,110 @@ async def test_the_live_socket_of_a_capture_one_may_not_read_is_refused(
         async with connect(live_url(server, capture_id), origin=server.url, additional_headers=headers) as ws:
             await ws.recv()
     assert refused.value.response.status_code == 403
+
+
+# ---- the capture page ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def pages(browser: Browser, server: Server, people: dict[str, httpx.Client]) -> Iterator[dict[str, Page]]:
+    """The owner's page and a teammate's, each in a browser context of its own."""
+    opened: dict[str, Page] = {}
+    errors: list[str] = []
+    contexts = []
+    for name in (OWNER, TEAMMATE):
+        context = server.new_context(browser, username=name, viewport={"width": 1400, "height": 800})
+        context.set_default_timeout(15_000)
+        contexts.append(context)
+        page = context.new_page()
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        opened[name] = page
+    yield opened
+    for context in contexts:
+        context.close()
+    assert errors == [], "the pages logged errors"
+
+
+def row(page: Page, number: int):  # type: ignore[no-untyped-def]
+    return page.locator(f"#packet-list .packet-row[data-number='{number}']")
+
+
+def open_capture(page: Page, capture_id: int) -> None:
+    page.goto(f"/captures/{capture_id}/")
+    expect(page.locator("#status-load")).to_have_attribute("data-state", "ready")
+    expect(page.locator("#annotations-toggle")).to_have_text(re.compile(r"Annotations: \d+"))
+    if page.locator("#annotations-panel").is_hidden():
+        page.locator("#annotations-toggle").click()
+    expect(page.locator("#annotations-panel")).to_be_visible()
+
+
+@pytest.mark.browser
+def test_a_teammate_sees_an_annotation_appear_without_reloading(
+    pages: dict[str, Page], server: Server, api: httpx.Client, commented_file: Path
+) -> None:
+    capture_id = team_capture(server, api, commented_file, "browser.pcapng")
+    mine, theirs = pages[OWNER], pages[TEAMMATE]
+    for page in (mine, theirs):
+        open_capture(page, capture_id)
+    expect(mine.locator("#status-presence")).to_have_text(f"Also here: {TEAMMATE}")
+    expect(theirs.locator("#status-presence")).to_have_text(f"Also here: {OWNER}")
+    # The file's comments are there from the start, and their packets carry the glyph.
+    expect(theirs.locator("#annotation-list .annotation.from-file")).to_have_count(3)
+    expect(row(theirs, 2)).to_have_class(re.compile(r"\bannotated\b"))
+    expect(row(theirs, 3)).not_to_have_class(re.compile(r"\bannotated\b"))
+
+    # The owner comments on packet 3; the teammate's list shows it within two seconds.
+    text = "Slow SYN/ACK <img src=x onerror=alert(1)> & co"
+    row(mine, 3).click()
+    expect(mine.locator("#annotation-packet-label")).to_have_text("Packet 3")
+    mine.locator("#annotation-text").fill(text)
+    mine.locator("#annotation-add").click()
+    pushed = theirs.locator("#annotation-list .annotation[data-frame='3']")
+    expect(pushed.locator(".annotation-text")).to_have_text(text, timeout=2_000)
+    expect(pushed.locator(".annotation-author")).to_have_text(OWNER)
+    expect(row(theirs, 3)).to_have_class(re.compile(r"\bannotated\b"), timeout=2_000)
+    expect(theirs.locator("#annotation-list img")).to_have_count(0)
+    # Only the author has the controls to change it.
+    expect(pushed.locator(".annotation-edit")).to_have_count(0)
+    expect(mine.locator(".annotation[data-frame='3'] .annotation-edit")).to_be_visible()
+
+    # An edit and a mark travel the same way.
+    mine.locator(".annotation[data-frame='3'] .annotation-edit").click()
+    mine.locator(".annotation-editor").fill("Slow SYN/ACK: 130 ms")
+    mine.locator(".annotation-save").click()
+    expect(pushed.locator(".annotation-text")).to_have_text("Slow SYN/ACK: 130 ms", timeout=2_000)
+    row(theirs, 4).click()
+    theirs.keyboard.press("Control+m")
+    expect(row(mine, 4)).to_have_class(re.compile(r"\bmarked\b"), timeout=2_000)
+
+    # The teammate's jump link selects the packet.
+    theirs.locator(".annotation[data-frame='3'] .annotation-jump").click()
+    expect(theirs.locator("#detail-tree")).to_have_attribute("data-packet", "3")
+    expect(pushed).to_have_class(re.compile(r"\bcurrent\b"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    theirs.screenshot(path=ARTIFACTS / "annotations-live.png")
+
+    mine.close()
+    expect(theirs.locator("#status-presence")).to_be_hidden(timeout=5_000)
+
+
+@pytest.mark.browser
+def test_a_link_holder_sees_the_annotations_but_no_controls(
+    browser: Browser, server: Server, api: httpx.Client, commented_file: Path
+) -> None:
+    capture_id = int(upload(api, commented_file, "read-only.pcapng").json()["id"])
+    annotate(api, capture_id, 6, "Look here")
+    key = share_link(api, capture_id)
+    context = server.new_context(browser, username=None, viewport={"width": 1400, "height": 800})
+    context.set_default_timeout(15_000)
+    try:
+        page = context.new_page()
+        page.goto(f"/s/{key}/")
+        expect(page.locator("#status-load")).to_have_attribute("data-state", "ready")
+        expect(page.locator("#annotations-panel")).to_be_visible()
+        expect(page.locator(".annotation[data-frame='6'] .annotation-text")).to_have_text("Look here")
+        expect(page.locator("#annotation-form")).to_have_count(0)
+        expect(page.locator(".annotation-edit, .annotation-delete")).to_have_count(0)
+    finally:
+        context.close()

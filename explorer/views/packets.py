@@ -11,7 +11,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from ..access import capture_for
+from ..access import capture_for, rights
 from ..engine import packets as engine_packets
 from ..engine.errors import EngineError
 from ..engine.packets import TreeNode
@@ -95,6 +95,7 @@ async def initial_detail(capture: Capture, number: int) -> dict[str, Any]:
 async def capture(request: HttpRequest, capture_id: int) -> HttpResponse:
     """Show a capture in three panes: packet list, packet details and packet bytes."""
     capture = await capture_for(request, capture_id)
+    allowed = await rights(request, capture)
     time_format = time_format_of(request)
     packet = packet_of(request)
     detail = await initial_detail(capture, packet) if packet else {}
@@ -114,7 +115,11 @@ async def capture(request: HttpRequest, capture_id: int) -> HttpResponse:
             "check": reverse("api:check_filter"),
             "complete": reverse("api:complete_field"),
             "marks": reverse("api:marked_frames", args=[capture.pk]),
+            "annotations": reverse("api:list_annotations", args=[capture.pk]),
+            "live": f"/ws/captures/{capture.pk}/live/",
         },
+        # Read-only viewers see the annotations without the controls to add or change them.
+        "can_write": allowed.write,
         **detail,
     }
     return render(request, "explorer/capture.html", context)

@@ -1,6 +1,8 @@
 // The capture view: wires the filter bar, the packet list, the details and the load progress,
 // and keeps the state in the URL (?filter=&packet=&time=) so a reload or a copied link restores it.
+import { Annotations } from "./annotations.js";
 import { FilterBar } from "./filter-bar.js";
+import { LiveUpdates, otherViewers } from "./live.js";
 import { Marks } from "./marks.js";
 import { PacketMenu } from "./packet-menu.js";
 import { PacketDetail } from "./packet-detail.js";
@@ -448,3 +450,52 @@ showSelected(state.packet);
 setLoadState("loading", "Loading…");
 followLoad();
 marks.load();
+
+// ---- annotations and live updates ---------------------------------------------------------
+
+const annotations = new Annotations({
+  panel: document.getElementById("annotations-panel"),
+  toggle: document.getElementById("annotations-toggle"),
+  list,
+  selected: () => state.packet,
+  onJump: jumpToPacket,
+});
+
+// The panel follows the list's selection: the packet a new comment goes to.
+const selectPacket = list.onSelect;
+list.onSelect = (number) => {
+  selectPacket(number);
+  annotations.setSelected(number);
+};
+
+async function jumpToPacket(number) {
+  if (await list.selectNumber(number, { center: true })) {
+    el.listRoot.focus({ preventScroll: true });
+  } else {
+    list.setMessage(`Packet ${number.toLocaleString()} is not displayed: clear the filter to see it.`);
+  }
+}
+
+const presence = document.getElementById("status-presence");
+
+function showPresence(message) {
+  const others = otherViewers(message);
+  presence.hidden = !others;
+  presence.textContent = others ? `Also here: ${others}` : "";
+}
+
+const live = new LiveUpdates({
+  path: document.getElementById("annotations-panel").dataset.livePath,
+  onMessage(message) {
+    if (message.type === "presence") showPresence(message);
+    else if (message.type.startsWith("annotation.")) annotations.apply(message);
+    else if (message.type === "marks.changed" && Array.isArray(message.frames)) marks.set(message.frames);
+  },
+  onReconnect() {
+    annotations.load();
+    marks.load();
+  },
+});
+
+annotations.load();
+live.start();

@@ -44,6 +44,7 @@ export class PacketList {
     this.pool = [];
     this.frame = 0;
     this.marks = new Set(); // marked frame numbers
+    this.annotated = new Set(); // frame numbers with annotations
 
     this.scroller.addEventListener("scroll", () => this.onScroll(), { passive: true });
     new ResizeObserver(() => this.scheduleRender()).observe(this.scroller);
@@ -335,6 +336,7 @@ export class PacketList {
       }
     }
     row.classList.toggle("marked", Boolean(data) && this.marks.has(data.number));
+    row.classList.toggle("annotated", Boolean(data) && this.annotated.has(data.number));
     const selected = index === this.selectedIndex;
     row.classList.toggle("selected", selected);
     row.setAttribute("aria-selected", selected ? "true" : "false");
@@ -386,6 +388,12 @@ export class PacketList {
   /** Show these frame numbers as marked. */
   setMarks(numbers) {
     this.marks = new Set(numbers);
+    this.render();
+  }
+
+  /** Show a comment glyph in the No. cell of these frame numbers. */
+  setAnnotated(numbers) {
+    this.annotated = new Set(numbers);
     this.render();
   }
 
