@@ -13,6 +13,7 @@ PRESENCE_EXPIRY (its server process died) is dropped.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 from typing import Any, Literal
@@ -24,6 +25,8 @@ from django.http import Http404
 from . import marks
 from .access import capture_for_scope
 from .models import Capture
+
+log = logging.getLogger(__name__)
 
 PRESENCE_INTERVAL = 30.0
 PRESENCE_EXPIRY = 2.5 * PRESENCE_INTERVAL
@@ -39,10 +42,15 @@ def group_name(capture_id: int) -> str:
 async def publish(capture_id: int, event: Event, **payload: Any) -> None:
     """Send an event (JSON-serialisable payload) to everyone viewing the capture."""
     layer = get_channel_layer()
-    if layer is not None:
-        await layer.group_send(
-            group_name(capture_id), {"type": "live.event", "event": {"type": event, **payload}}
-        )
+    if layer is None:
+        return
+    message = {"type": "live.event", "event": {"type": event, **payload}}
+    try:
+        await layer.group_send(group_name(capture_id), message)
+    except Exception:
+        # The change itself is saved: a channel layer that is down (Redis) must not turn it
+        # into an error. Viewers reload the annotations and marks when they reconnect.
+        log.warning("could not publish %s for capture %s", event, capture_id, exc_info=True)
 
 
 async def annotation_changed(capture_id: int, event: Event, annotation: dict[str, Any]) -> None:
