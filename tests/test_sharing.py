@@ -56,6 +56,12 @@ def copy_link(page: Page) -> str:
     return page.locator("#share-url").input_value()
 
 
+def show_annotations(page: Page) -> None:
+    if page.locator("#annotations-panel").is_hidden():
+        page.locator("#annotations-toggle").click()
+    expect(page.locator("#annotations-panel")).to_be_visible()
+
+
 def set_visibility(page: Page, capture_id: int, visibility: str) -> None:
     page.goto(f"/captures/{capture_id}/sharing/")
     page.locator(f"#visibility-{visibility}").check()
@@ -100,6 +106,18 @@ def test_a_link_reproduces_the_view_for_another_user_and_an_anonymous_holder(
             viewer.screenshot(path=ARTIFACTS / "share-link-anonymous.png")
         answer = viewer.request.put(f"/api/captures/{espn}/marks/1")
         assert answer.status == 403, (role, answer.status)
+
+        # The owner annotates the shared packet; the holder sees it appear without reloading.
+        text = f"Look here, {role}: this request waits 200 ms"
+        show_annotations(owner)
+        show_annotations(viewer)
+        expect(owner.locator("#annotation-packet-label")).to_have_text(f"Packet {packet}")
+        owner.locator("#annotation-text").fill(text)
+        owner.locator("#annotation-add").click()
+        pushed = viewer.locator(f"#annotation-list .annotation[data-frame='{packet}']", has_text=text)
+        expect(pushed).to_have_count(1, timeout=2_000)
+        expect(pushed.locator(".annotation-author")).to_have_text("owner")
+        expect(pushed.locator(".annotation-edit")).to_have_count(0)
 
 
 def test_a_link_to_a_follow_view_opens_that_stream(contexts: dict[str, BrowserContext], espn: int) -> None:
