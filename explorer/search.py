@@ -31,6 +31,7 @@ from django.db import IntegrityError
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from . import annotations as notes
 from .engine import summary as engine_summary
 from .engine.errors import EngineError
 from .models import Annotation, Capture, Tag
@@ -267,6 +268,10 @@ async def _summarize_in_turn(capture_id: int, path: Path) -> None:
     try:
         async with _turn():
             await summarize(capture_id, path)
+            # The file's own comments become annotations, which the search looks through.
+            capture = await Capture.objects.filter(pk=capture_id).afirst()
+            if capture is not None:
+                await notes.read_file_comments(capture)
     except EngineError as error:
         log.warning("no summary of capture %s: %s", capture_id, error.message)
     except Exception:

@@ -7,6 +7,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
+from .. import annotations as notes
 from .. import marks
 from ..access import capture_for
 from ..engine import export as engine_export
@@ -24,6 +25,7 @@ async def export(request: HttpRequest, capture_id: int) -> HttpResponse:
         "capture": capture,
         "filter_text": request.GET.get("filter", "").strip(),
         "marked": len(await marks.marked(capture)),
+        "annotations": len(await notes.listing(capture)),
         "export_url": reverse("api:export_packets", args=[capture.pk]),
         "download_url": reverse("api:download", args=[capture.pk]),
     }

@@ -290,6 +290,7 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
     filterBar.focus();
   } else if (key === "m" && !event.shiftKey && state.packet && !event.target.closest("input, select, textarea")) {
+    if (!document.querySelector("#packet-menu [data-action=mark]")) return; // read-only viewer
     event.preventDefault();
     marks.toggle(state.packet);
   } else if ((key === "n" || key === "b") && event.shiftKey) {

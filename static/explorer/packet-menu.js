@@ -38,8 +38,9 @@ export class PacketMenu {
   open(x, y, number = this.number) {
     this.number = number;
     if (!number) return;
+    // Read-only viewers have no mark item.
     const mark = this.menu.querySelector("[data-action=mark]");
-    mark.textContent = this.onAction("is-marked", number) ? "Unmark Packet" : "Mark Packet";
+    if (mark) mark.textContent = this.onAction("is-marked", number) ? "Unmark Packet" : "Mark Packet";
     this.listViews();
     openMenuAt(this.menu, x, y);
   }
