@@ -327,21 +327,29 @@ async function loaded() {
   if (document.activeElement === document.body) el.listRoot.focus({ preventScroll: true });
 }
 
-function followLoad() {
+// A dropped load socket is opened again this many times (the server then sends the progress
+// from where the engine is); after that the API answers once the engine has loaded.
+const LOAD_RETRIES = 3;
+const LOAD_RETRY_MS = 500;
+
+function followLoad(attempt = 0) {
   const scheme = location.protocol === "https:" ? "wss:" : "ws:";
   let settled = false;
   let socket;
-  const fallback = () => {
-    // No websocket: the API answers once the engine has loaded the capture.
+  const dropped = () => {
     if (settled) return;
     settled = true;
+    if (attempt < LOAD_RETRIES) {
+      setTimeout(() => followLoad(attempt + 1), LOAD_RETRY_MS * 2 ** attempt);
+      return;
+    }
     setLoadState("loading", "Loading…");
     loaded();
   };
   try {
     socket = new WebSocket(`${scheme}//${location.host}${data.websocketPath}`);
   } catch {
-    fallback();
+    dropped();
     return;
   }
   socket.addEventListener("message", (event) => {
@@ -358,7 +366,8 @@ function followLoad() {
         break;
       }
       case "load.rows":
-        // The first rows, read while the engine loads; they are unfiltered.
+        // The first rows, read while the engine loads; they are unfiltered. A reconnected
+        // socket sends them again: they replace the ones shown, never add to them.
         if (!state.filter && Array.isArray(message.packets)) {
           list.showProvisional(message.packets, message.total);
         }
@@ -378,8 +387,8 @@ function followLoad() {
         break;
     }
   });
-  socket.addEventListener("close", fallback);
-  socket.addEventListener("error", fallback);
+  socket.addEventListener("close", dropped);
+  socket.addEventListener("error", dropped);
 }
 
 // ---- resizable panes ----------------------------------------------------------------------
