@@ -57,6 +57,13 @@ class TokenAuthenticationMiddleware:
 
             request.auser = auser
             request._dont_enforce_csrf_checks = True  # type: ignore[attr-defined]
+            # The access rules, views and messages read the session (opened share links)
+            # synchronously; a script that keeps cookies sends one along with its token, and
+            # loading it there would query the database from the event loop. `auser()` loads
+            # it here for everyone else.
+            session = getattr(request, "session", None)
+            if session is not None:
+                await session.aitems()
         else:
             # Resolved here, in async code: templates read request.user, and resolving the
             # lazy user there would query the database from the event loop.
