@@ -10,19 +10,22 @@ from dataclasses import asdict
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import PermissionDenied
+from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.utils.http import content_disposition_header
 from ninja import Field, NinjaAPI, Query, Schema
 from ninja.errors import HttpError
 from ninja.responses import NinjaJSONEncoder
+from pydantic import WithJsonSchema, field_validator
 
 from . import annotations as notes
 from . import captures, live, marks, search
 from .access import capture_for, user_of, visible_captures
+from .availability import database_unavailable
 from .engine import expert as engine_expert
 from .engine import export as engine_export
 from .engine import flows as engine_flows
@@ -44,6 +47,14 @@ api = NinjaAPI(
 
 class Error(Schema):
     error: str
+
+
+def file_response(content_type: str = "application/octet-stream") -> dict[str, Any]:
+    """Return the OpenAPI of a 200 answer that is a file to save, not JSON."""
+    content = {content_type: {"schema": {"type": "string", "format": "binary"}}}
+    disposition = {"schema": {"type": "string"}, "description": "attachment, with the file's name"}
+    headers = {"Content-Disposition": disposition}
+    return {"responses": {"200": {"description": "The file", "headers": headers, "content": content}}}
 
 
 class CaptureOut(Schema):
@@ -203,6 +214,11 @@ def http_error(request: HttpRequest, exc: HttpError) -> Any:
     return api.create_response(request, {"error": str(exc)}, status=exc.status_code)
 
 
+@api.exception_handler(DatabaseError)
+def database_failed(request: HttpRequest, exc: DatabaseError) -> Any:
+    return database_unavailable(request)
+
+
 @api.exception_handler(PermissionDenied)
 def not_allowed(request: HttpRequest, exc: PermissionDenied) -> Any:
     return api.create_response(request, {"error": str(exc) or "not allowed"}, status=403)
@@ -215,7 +231,8 @@ def not_found(request: HttpRequest, exc: Http404) -> Any:
 
 @api.post(
     "/captures/",
-    response={201: UploadResult, 400: UploadResult, 413: Error},
+    # 413 for a limit, 429 past the rate of uploads, 507 when the disk is full.
+    response={201: UploadResult, 400: UploadResult, 413: Error, 429: Error, 507: Error},
     openapi_extra={
         "requestBody": {
             "content": {
@@ -253,7 +270,8 @@ async def upload(request: HttpRequest) -> tuple[int, dict[str, Any]]:
         "id": stored[0].pk if stored else None,
         "url": stored[0].get_absolute_url() if stored else None,
     }
-    if not stored and any(e["error"] == captures.limit_message() for e in errors):
+    # Refused only for limits (size, decompressed size, what the user may keep): 413.
+    if not stored and any(e["error"] in captures.limit_messages() for e in errors):
         return 413, {"error": errors[0]["error"]}
     return (201 if stored else 400), body
 
@@ -337,7 +355,12 @@ async def detach_keylog(request: HttpRequest, capture_id: int) -> tuple[int, Non
     return 204, None
 
 
-@api.get("/captures/{capture_id}/download", response={200: bytes, 404: Error}, summary="The original file")
+@api.get(
+    "/captures/{capture_id}/download",
+    response={404: Error},
+    openapi_extra=file_response(),
+    summary="The original file",
+)
 async def download(request: HttpRequest, capture_id: int) -> StreamingHttpResponse:
     capture = await capture_for(request, capture_id)
     # Django's ASGI handler reads a synchronous file iterator into memory whole before
@@ -464,7 +487,8 @@ async def follow_stream(request: HttpRequest, capture_id: int, query: Query[Foll
 
 @api.get(
     "/captures/{capture_id}/follow/raw",
-    response={200: bytes, 400: Error, 404: Error},
+    response={400: Error, 404: Error},
+    openapi_extra=file_response(),
     summary="A followed stream's bytes (one side or both) as a file",
 )
 async def follow_raw(request: HttpRequest, capture_id: int, query: Query[RawFollowQuery]) -> HttpResponse:
@@ -658,6 +682,10 @@ async def expert_info(request: HttpRequest, capture_id: int, filter: str = "") -
     return {"items": [asdict(item) for item in items], "summary": summary}
 
 
+# Seconds as a number; the schema says so (a decimal is otherwise documented as any string too).
+Seconds = Annotated[Decimal | None, WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "null"}]})]
+
+
 class IOGraphQuery(Schema):
     interval: int = Field(1000, description="Interval in ms: 1, 10, 100, 1000, 10000, 60000 or 600000")
     graph: list[str] = Field(
@@ -667,15 +695,21 @@ class IOGraphQuery(Schema):
         [],
         description="Display filter of each series, paired with `graph` by position; empty for every packet",
     )
-    start: Decimal | None = Field(
+    start: Seconds = Field(
         None, description="Seconds from the first packet: answer from the interval holding this time"
     )
-    end: Decimal | None = Field(
+    end: Seconds = Field(
         None,
         description="Seconds from the first packet: answer up to the interval holding this time; "
         f"a range (or, without one, a capture) of more than {engine_iograph.MAX_INTERVALS:,} "
         "intervals is refused",
     )
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def blank_is_none(cls, value: Any) -> Any:
+        """Read an empty bound (a form's empty field) as no bound."""
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class IOSeriesOut(Schema):
@@ -754,7 +788,8 @@ async def read_and_remove(path: Path) -> AsyncIterator[bytes]:
 
 @api.get(
     "/captures/{capture_id}/export",
-    response={200: bytes, 400: Error, 404: Error},
+    response={400: Error, 404: Error},
+    openapi_extra=file_response(),
     summary="Export specified packets: the displayed frames (optionally first..last) as pcapng",
 )
 async def export_packets(
@@ -844,7 +879,8 @@ async def http_objects(request: HttpRequest, capture_id: int) -> list[dict[str, 
 
 @api.get(
     "/captures/{capture_id}/http-objects.zip",
-    response={200: bytes, 400: Error, 404: Error},
+    response={400: Error, 404: Error},
+    openapi_extra=file_response("application/zip"),
     summary="Every HTTP object in a zip (refused when they total 64 MB or more)",
 )
 async def http_objects_zip(request: HttpRequest, capture_id: int) -> HttpResponse:
@@ -858,7 +894,8 @@ async def http_objects_zip(request: HttpRequest, capture_id: int) -> HttpRespons
 
 @api.get(
     "/captures/{capture_id}/http-objects/{index}",
-    response={200: bytes, 400: Error, 404: Error},
+    response={400: Error, 404: Error},
+    openapi_extra=file_response(),
     summary="One HTTP object's bytes",
 )
 async def http_object(request: HttpRequest, capture_id: int, index: int) -> HttpResponse:

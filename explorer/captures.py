@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from . import search
+from . import quotas, search
 from .engine import capinfo, keylog, stats
 from .engine.errors import NotACapture
 from .engine.sessions import engine
@@ -19,6 +21,9 @@ from .models import Capture, nanoseconds
 from .uploads import StagedFile, StagedUploads, limit_message, staging_dir
 
 MAX_NAME_LENGTH = 200
+GZIP_MAGIC = b"\x1f\x8b"
+# Decompressed in blocks of this size at most, however well the input compresses.
+INFLATE_BLOCK = 1024 * 1024
 
 
 def display_name(name: str) -> str:
@@ -28,9 +33,49 @@ def display_name(name: str) -> str:
     return name[:MAX_NAME_LENGTH] or "capture"
 
 
+def inflated_message() -> str:
+    return f"decompresses to more than the configured limit of {settings.MAX_UNCOMPRESSED_MB} MB"
+
+
+def limit_messages() -> set[str]:
+    """Return the refusals that mean a limit, not a bad file (the API answers them with 413)."""
+    return {limit_message(), inflated_message(), quotas.count_message(), quotas.storage_message()}
+
+
+def inflates_beyond(path: Path, limit: int) -> bool:
+    """Tell whether a gzip file decompresses to more than limit bytes; stop reading past it.
+
+    The engine reads gzip-compressed captures as if uncompressed (every member of the file, one
+    after another), so a small file may hold gigabytes of packets for capinfos and sharkd to read.
+    """
+    with open(path, "rb") as handle:
+        if handle.read(len(GZIP_MAGIC)) != GZIP_MAGIC:
+            return False
+        handle.seek(0)
+        inflated = 0
+        member = zlib.decompressobj(wbits=31)
+        try:
+            while chunk := handle.read(INFLATE_BLOCK):
+                while chunk:
+                    inflated += len(member.decompress(chunk, INFLATE_BLOCK))
+                    if inflated > limit:
+                        return True
+                    chunk = member.unconsumed_tail
+                    if member.eof:
+                        # Another member may follow; anything else ends what the engine reads.
+                        chunk = member.unused_data
+                        member = zlib.decompressobj(wbits=31)
+        except zlib.error:
+            pass  # damaged or trailing bytes: the engine stops there too
+    return False
+
+
 async def store(staged: StagedFile, owner: Any = None) -> Capture:
     """Check the staged file, move it under CAPTURES_DIR and record it; raise NotACapture."""
     try:
+        limit = settings.MAX_UNCOMPRESSED_MB * 1024 * 1024
+        if await asyncio.to_thread(inflates_beyond, staged.staging_path, limit):
+            raise NotACapture(inflated_message())
         info = await capinfo.read(staged.staging_path)
         stored_as = f"{uuid.uuid4().hex}.cap"
         destination = Path(settings.CAPTURES_DIR) / stored_as
@@ -79,10 +124,23 @@ async def store_uploads(
     stored: list[Capture] = []
     errors = [(display_name(name), message) for name, message in uploads.errors]
     for staged in uploads.files:
+        name = display_name(staged.name or "")
+        refusal = (await quotas.allowance(owner)).refusal(staged.size or 0)
+        if refusal is not None:
+            staged.discard()
+            errors.append((name, refusal))
+            continue
         try:
-            stored.append(await store(staged, owner))
+            capture = await store(staged, owner)
         except NotACapture as error:
-            errors.append((display_name(staged.name or ""), error.message))
+            errors.append((name, error.message))
+            continue
+        # Another upload of the same user may have been stored meanwhile, by any process.
+        if (refusal := await quotas.overdrawn(owner)) is not None:
+            await delete(capture)
+            errors.append((name, refusal))
+            continue
+        stored.append(capture)
     if uploads.keylog is not None and stored:
         try:
             data = await sync_to_async(staged_keylog_bytes)(uploads.keylog)
@@ -138,7 +196,11 @@ async def attach_keylog(capture: Capture, data: bytes) -> int:
     secrets = keylog.key_lines(data)
     target = capture.path.with_suffix(".keys")
     partial = target.with_suffix(".keys-partial")
-    await sync_to_async(partial.write_bytes)(data)
+    try:
+        await sync_to_async(partial.write_bytes)(data)
+    except OSError:
+        partial.unlink(missing_ok=True)  # a full disk: keep the key log there was, if any
+        raise
     os.replace(partial, target)
     await forget_results(capture)
     # Decrypted traffic shows protocols and names the summary could not see before.

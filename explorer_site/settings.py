@@ -45,12 +45,15 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "explorer.security.ContentSecurityPolicyMiddleware",
+    # Before every middleware that reads the database (sessions, users, tokens).
+    "explorer.availability.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "explorer.authentication.TokenAuthenticationMiddleware",
+    "explorer.ratelimit.RateLimitMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -95,6 +98,13 @@ if REDIS_URL:
 else:
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# The cache holds the rate limits' buckets: shared by every server process through Redis,
+# per process in memory without it.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 LANGUAGE_CODE = "en-us"
@@ -109,6 +119,19 @@ STATIC_ROOT = BASE_DIR / "staticfiles"
 # Capture files: uploads are streamed to a staging folder and moved in when complete.
 CAPTURES_DIR = Path(os.environ.get("CAPTURES_DIR", BASE_DIR / "captures"))
 MAX_UPLOAD_MB = env_int("MAX_UPLOAD_MB", 2048)
+# A compressed capture (gzip) is read whole by the engine: its packets may take this much.
+MAX_UNCOMPRESSED_MB = env_int("MAX_UNCOMPRESSED_MB", MAX_UPLOAD_MB)
+# What one user may keep: captures, and megabytes of stored files (0: no limit).
+UPLOAD_MAX_CAPTURES_PER_USER = env_int("UPLOAD_MAX_CAPTURES_PER_USER", 1000)
+UPLOAD_MAX_MB_PER_USER = env_int("UPLOAD_MAX_MB_PER_USER", 100 * 1024)
+
+# Rate limits, "N/S": N at once, then N per S seconds ("0": no limit). Sign-ins count only
+# failed attempts, per client address and per username; uploads count requests per user;
+# filters count each new filter run or statistic per user (see explorer/ratelimit.py).
+RATE_LIMIT_LOGIN_PER_IP = os.environ.get("RATE_LIMIT_LOGIN_PER_IP", "30/300")
+RATE_LIMIT_LOGIN_PER_USERNAME = os.environ.get("RATE_LIMIT_LOGIN_PER_USERNAME", "10/300")
+RATE_LIMIT_UPLOADS = os.environ.get("RATE_LIMIT_UPLOADS", "300/300")
+RATE_LIMIT_FILTERS = os.environ.get("RATE_LIMIT_FILTERS", "600/60")
 
 # The dissection engine (Wireshark's sharkd, tshark and capinfos).
 WIRESHARK_BIN_DIR = os.environ.get("WIRESHARK_BIN_DIR", "")

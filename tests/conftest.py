@@ -66,6 +66,8 @@ class Server:
         }
         self.process: subprocess.Popen[bytes] | None = None
         self.owner_token: str | None = None
+        # A command that runs the server, such as unshare or prlimit (it must exec the server).
+        self.command_prefix: list[str] = []
 
     def manage(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -133,6 +135,7 @@ class Server:
         self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
+                *self.command_prefix,
                 sys.executable,
                 "-m",
                 "daphne",

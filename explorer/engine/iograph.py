@@ -18,6 +18,7 @@ are left out.
 
 from __future__ import annotations
 
+import json
 import math
 from array import array
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ from typing import Any
 from . import timeline as timelines
 from .errors import EngineError
 from .sessions import engine
+from .sharkd import MAX_REQUEST_BYTES
 from .stats import _checked, _recall, _remember
 from .timeline import Frames
 
@@ -128,18 +130,46 @@ async def _engine_values(path: Path, interval_ms: int, filtered: list[tuple[str,
     key = (path, "iograph-engine", interval_ms, tuple(filtered))
     if (known := _recall(key)) is not None:
         return list(known)
+    sessions = engine().sessions(path)
+    await sessions.wait_loaded()
+    values: list[array[int]] = []
+    for batch in _batches(interval_ms, filtered):
+        params = _iograph_params(interval_ms, batch)
+        result = await sessions.call("iograph", params)
+        graphs = result.get("iograph", [])
+        if len(graphs) != len(batch):
+            raise EngineError("the engine answered with the wrong number of graphs")
+        values += [array("q", decode(graph.get("items", []))[:MAX_INTERVALS]) for graph in graphs]
+    return list(_remember(key, values))
+
+
+def _iograph_params(interval_ms: int, filtered: list[tuple[str, str]]) -> dict[str, Any]:
     params: dict[str, Any] = {"interval": interval_ms}
     for index, (expression, unit) in enumerate(filtered):
         params[f"graph{index}"] = unit
         params[f"filter{index}"] = expression
-    sessions = engine().sessions(path)
-    await sessions.wait_loaded()
-    result = await sessions.call("iograph", params)
-    graphs = result.get("iograph", [])
-    if len(graphs) != len(filtered):
-        raise EngineError("the engine answered with the wrong number of graphs")
-    values = [array("q", decode(graph.get("items", []))[:MAX_INTERVALS]) for graph in graphs]
-    return list(_remember(key, values))
+    return params
+
+
+# Room on a request line for everything but the parameters: the JSON-RPC envelope and its id.
+REQUEST_ENVELOPE = 100
+
+
+def _batches(interval_ms: int, filtered: list[tuple[str, str]]) -> list[list[tuple[str, str]]]:
+    """Split the series into as few `iograph` requests as fit on sharkd's request line.
+
+    Each filter fits (the filter limit sees to it), but four long ones together would not;
+    every request walks the whole capture, so series share one whenever they can.
+    """
+    batches: list[list[tuple[str, str]]] = []
+    for series in filtered:
+        if batches:
+            joined = _iograph_params(interval_ms, [*batches[-1], series])
+            if len(json.dumps(joined, separators=(",", ":"))) + REQUEST_ENVELOPE <= MAX_REQUEST_BYTES:
+                batches[-1].append(series)
+                continue
+        batches.append([series])
+    return batches
 
 
 def _nearest_before(values: array[int], index: int) -> int | None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +32,16 @@ COLUMN_NAMES = ["number", "time", "source", "destination", "protocol", "length",
 # filter's result for `frames` too, so counting and paging dissect only once.
 COUNT_INTERVAL_MS = 2_000_000_000
 
+# Every display filter a user sends is measured here, as the engine receives it (a JSON string:
+# a quote or backslash takes 2 bytes, a character beyond ASCII 6 or 12): sharkd reads a request
+# line of 2 KiB at most, and one request may carry a filter with columns, or a filter ANDed
+# with a table's own.
 MAX_FILTER_LENGTH = 1024
+# sharkd cannot read a NUL in a request; no other control character belongs in a filter either
+# (tabs and line breaks are blanks).
+CONTROL_CHARACTER = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+# What a field name (or the start of one) may hold: anything else completes to nothing.
+FIELD_PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
 
 # Filter syntax does not change while the server runs: remember recent verdicts.
 CHECKED_FILTERS_KEPT = 2000
@@ -57,11 +68,22 @@ class PacketPage:
     packets: list[PacketRow] = field(default_factory=list)
 
 
+def filter_size(filter_text: str) -> int:
+    """Return how many bytes of a request line the filter takes."""
+    return len(json.dumps(filter_text)) - 2
+
+
 def _validated_filter(filter_text: str) -> str | None:
+    """Return the filter without surrounding blanks (None if empty); raise EngineError if unfit to send."""
     filter_text = filter_text.strip()
-    if len(filter_text) > MAX_FILTER_LENGTH:
+    if control := CONTROL_CHARACTER.search(filter_text):
+        raise EngineError(f"display filter holds a control character (U+{ord(control[0]):04X}): remove it")
+    size = filter_size(filter_text)
+    if size > MAX_FILTER_LENGTH:
+        counted = f"{len(filter_text):,} characters" if size == len(filter_text) else f"{size:,} bytes"
         raise RequestTooLong(
-            f"display filter too long ({len(filter_text)} characters, limit {MAX_FILTER_LENGTH})"
+            f"display filter too long: {counted}, the most is {MAX_FILTER_LENGTH:,} "
+            "(quotes and backslashes count twice, a character beyond ASCII 6 or 12 times)"
         )
     return filter_text or None
 
@@ -213,7 +235,7 @@ async def check_filter(filter_text: str) -> str | None:
     """Return the engine's message when the display filter is invalid, else None."""
     try:
         expression = _validated_filter(filter_text)
-    except RequestTooLong as error:
+    except EngineError as error:
         return error.message
     if expression is None:
         return None
@@ -235,7 +257,7 @@ async def check_filter(filter_text: str) -> str | None:
 async def complete_field(prefix: str, limit: int = 50) -> list[dict[str, str]]:
     """Return field names starting with prefix, with their descriptions."""
     prefix = prefix.strip()
-    if not prefix or len(prefix) > 200:
+    if not FIELD_PREFIX.fullmatch(prefix) or len(prefix) > 200:
         return []
     result = await engine().sessions(None).call("complete", {"field": prefix})
     return [{"field": item["f"], "name": item.get("n", "")} for item in result.get("field", [])[:limit]]
