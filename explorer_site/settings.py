@@ -139,6 +139,12 @@ ENGINE_IDLE_SECONDS = env_int("ENGINE_IDLE_SECONDS", 300)
 ENGINE_EXTRA_IDLE_SECONDS = env_int("ENGINE_EXTRA_IDLE_SECONDS", 30)
 ENGINE_PROCESSES_PER_CAPTURE = env_int("ENGINE_PROCESSES_PER_CAPTURE", 2)
 ENGINE_REQUEST_TIMEOUT = env_int("ENGINE_REQUEST_TIMEOUT", 600)
+# Address space of each sharkd process, in MB (0: no limit); a million packets take ~1.7 GB.
+ENGINE_MEMORY_MB = env_int("ENGINE_MEMORY_MB", 4096)
+# sharkd processes holding captures, across all captures (0: no limit); beyond it the least
+# recently used idle one is closed, or the request waits this long and is told the engine is busy.
+ENGINE_MAX_PROCESSES = env_int("ENGINE_MAX_PROCESSES", 8)
+ENGINE_BUSY_WAIT_SECONDS = env_int("ENGINE_BUSY_WAIT_SECONDS", 30)
 PREVIEW_ROWS = env_int("PREVIEW_ROWS", 200)
 
 LOGGING = {

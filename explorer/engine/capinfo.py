@@ -16,6 +16,17 @@ from .errors import NotACapture
 NOT_CAPTURE_TYPES = {"mime", "json", "mp4", "rubymarshal", "ruby_marshal", "log3gpp", "mplayer"}
 
 TRUNCATED = re.compile(r"An error occurred after reading (\d+) packets")
+# capinfos names the file it read: the staging path, which is nobody's business but the server's.
+QUOTED_PATH = re.compile(r'"[^"]*"\s*')
+# Times are kept as signed 64-bit nanoseconds (the years 1678 to 2261); a damaged pcapng time
+# stamp can lie thousands of years away.
+MAX_SECONDS = Decimal(2**63 - 1) / 1_000_000_000
+# Wiretap's reasons, as the person who uploaded the file would say them.
+REASONS = {
+    "appears to have been cut short": "truncated",
+    "appears to be damaged or corrupt": "damaged",
+    "contains record data that capinfos doesn't support": "in a form the engine does not support",
+}
 
 
 @dataclass
@@ -112,6 +123,19 @@ def parse(output: str) -> CaptureInfo:
     )
 
 
+def _reason(errors: str) -> tuple[str, str]:
+    """Return why capinfos could not read a file, and wiretap's details in parentheses."""
+    lines = [line.strip().removeprefix("capinfos: ") for line in errors.splitlines() if line.strip()]
+    lines = [line for line in lines if not TRUNCATED.search(line) and not line.startswith("(will continue")]
+    if not lines:
+        return "unreadable file", ""
+    reason = next((said for text, said in REASONS.items() if text in lines[0]), "")
+    if not reason:
+        reason = QUOTED_PATH.sub("", lines[0].replace('The file "', '"')).rstrip(".") or "unreadable file"
+    details = [line for line in lines[1:] if line.startswith("(") and line.endswith(")")]
+    return reason, f" {QUOTED_PATH.sub('', details[0])}" if details else ""
+
+
 async def read(path: Path) -> CaptureInfo:
     """Return the capture's properties, or raise NotACapture with a message for people."""
     process = await asyncio.create_subprocess_exec(
@@ -121,20 +145,29 @@ async def read(path: Path) -> CaptureInfo:
         start_new_session=True,
     )
     stdout, stderr = await process.communicate()
-    errors = stderr.decode(errors="replace")
-    if "isn't a capture file" in errors or "isn't a capture file" in errors.replace("\u2019", "'"):
+    errors = stderr.decode(errors="replace").replace("\u2019", "'")
+    if "isn't a capture file" in errors:
         raise NotACapture("not a capture file")
     info = parse(stdout.decode(errors="replace"))
     if process.returncode != 0 or not info.file_type:
+        reason, detail = _reason(errors)
         truncated = TRUNCATED.search(errors)
-        if truncated is None:
-            message = errors.strip().splitlines()[0] if errors.strip() else "unreadable file"
-            raise NotACapture(f"not a readable capture file: {message.removeprefix('capinfos: ')}")
-        count = int(truncated.group(1))
-        if count == 0:
-            raise NotACapture("file is truncated before its first packet: no packet readable")
+        count = int(truncated.group(1)) if truncated else 0
+        if reason == "truncated":
+            if count == 0:
+                raise NotACapture("file is truncated before its first packet: no packet readable")
+            info.warning = f"file is truncated after packet {count}: {_packets(count)} readable"
+        elif count == 0:
+            where = " before its first packet" if truncated else ""
+            raise NotACapture(f"not a readable capture file: {reason}{where}{detail}")
+        else:
+            info.warning = f"file is {reason} after packet {count}{detail}: {_packets(count)} readable"
         info.packets = count
-        info.warning = f"file is truncated after packet {count}: {_packets(count)} readable"
     if info.file_type in NOT_CAPTURE_TYPES:
         raise NotACapture(f"not a capture file (it reads as a {info.file_type} file)")
+    times = [info.first_time, info.last_time, info.duration]
+    if any(time is not None and abs(time) > MAX_SECONDS for time in times):
+        info.first_time = info.last_time = info.duration = None
+        far = "time stamps lie outside the years 1678 to 2261: the first and last times are left out"
+        info.warning = f"{info.warning}; {far}" if info.warning else far
     return info

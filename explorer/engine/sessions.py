@@ -7,6 +7,16 @@ session loaded, and fast requests go to whichever session is not re-dissecting. 
 one viewer costs one session (that viewer is waiting for their own filter anyway); if fast work
 still finds every session busy with slow work, another session is started and the request
 goes to whichever is free first. Extra sessions are evicted soon after they fall idle.
+
+Across all captures at most ENGINE_MAX_PROCESSES sessions hold a capture (the one that only
+checks filter syntax is not counted). A capture that needs a session when they are all taken
+gets the least recently used idle one's place; when none is idle, its request waits up to
+ENGINE_BUSY_WAIT_SECONDS and is then told that the engine is busy. Extra sessions are only
+started where there is room.
+
+A request that crashes its session is retried once on a fresh one; a request that gets no
+answer within ENGINE_REQUEST_TIMEOUT is not (it would most likely hang again): its session is
+killed, the request fails with a clear error, and the next request starts a fresh session.
 """
 
 from __future__ import annotations
@@ -22,20 +32,34 @@ from typing import Any
 from django.conf import settings
 
 from .errors import EngineCrashed, EngineError
-from .sharkd import SharkdProcess
+from .sharkd import EngineOutOfMemory, EngineTimeout, SharkdProcess
 
 log = logging.getLogger(__name__)
 
 # Pages of packet rows remembered per capture (a page of 200 rows is about 60 KB).
 PAGES_KEPT = 256
 
+# Processes being closed in the background (the loop keeps only weak references to tasks).
+_closing: set[asyncio.Task[None]] = set()
+
+
+class EngineBusy(EngineCrashed):
+    """Every session the engine may run is working, and none fell idle in time."""
+
+
+# Whether a capture may start one more session: given the asking capture's sessions and
+# whether it has none that could serve it (then an idle session of another capture is closed
+# to make room). Without one, there is no limit across captures.
+RoomCheck = Callable[["CaptureSessions", bool], bool]
+
 
 class CaptureSessions:
     """The sharkd processes serving one capture file."""
 
-    def __init__(self, path: Path | None, max_processes: int) -> None:
+    def __init__(self, path: Path | None, max_processes: int, room: RoomCheck | None = None) -> None:
         self.path = path
         self.max_processes = max_processes
+        self.room = room
         self.processes: list[SharkdProcess] = []
         self.changed = asyncio.Condition()
         self.load_error: EngineError | None = None
@@ -44,15 +68,38 @@ class CaptureSessions:
         self.viewers = 0
 
     def warm(self) -> None:
-        """Start a session in the background if none runs."""
-        if not self.processes:
+        """Start a session in the background if none runs and there is room for it."""
+        if not self.processes and self._has_room(needed=False):
             self._spawn()
 
     def viewer_joined(self) -> None:
         """Count a viewer; with more than one, keep a standby session loaded for fast work."""
         self.viewers += 1
         while self.viewers > 1 and len(self.processes) < min(2, self.max_processes):
+            if not self._has_room(needed=False):
+                break
             self._spawn()
+
+    def _has_room(self, needed: bool) -> bool:
+        return self.room is None or self.room(self, needed)
+
+    def running(self) -> int:
+        """Return how many processes are loading or alive."""
+        return sum(p.alive or not p.loaded.is_set() for p in self.processes)
+
+    def idle(self) -> list[SharkdProcess]:
+        """Return the loaded processes that have no request outstanding or about to be sent."""
+        return [
+            p for p in self.processes if p.loaded.is_set() and p.alive and not p.pending and not p.reserved
+        ]
+
+    def close_soon(self, process: SharkdProcess) -> None:
+        """Stop using the process and close it in the background."""
+        self._forget(process)
+        process.kill()
+        task = asyncio.create_task(process.close())
+        _closing.add(task)
+        task.add_done_callback(_closing.discard)
 
     def viewer_left(self) -> None:
         self.viewers = max(0, self.viewers - 1)
@@ -87,19 +134,41 @@ class CaptureSessions:
         if process in self.processes:
             self.processes.remove(process)
 
+    def _forget_dead(self) -> None:
+        for process in list(self.processes):
+            if process.loaded.is_set() and not process.alive:
+                self._forget(process)
+
+    def _start_needed(self) -> bool:
+        """Start a session for a capture that has none, if the limit across captures allows."""
+        if self._has_room(needed=True):
+            self._spawn()
+            return True
+        return False
+
+    def _busy(self) -> EngineBusy:
+        return EngineBusy(
+            f"the engine is busy: all {settings.ENGINE_MAX_PROCESSES} of its sessions are working "
+            "on other captures; try again in a moment"
+        )
+
     async def _acquire(self, filter_text: str | None, slow: bool) -> SharkdProcess:
-        """Pick the process to send a request to, starting one when none can serve it soon."""
+        """Pick a process for a request, starting one when none can serve soon; the caller unreserves it."""
+        process = await self._choose(filter_text)
+        process.reserved += 1
+        return process
+
+    async def _choose(self, filter_text: str | None) -> SharkdProcess:
+        deadline = time.monotonic() + settings.ENGINE_BUSY_WAIT_SECONDS
         async with self.changed:
             while True:
-                for process in list(self.processes):
-                    if process.loaded.is_set() and not process.alive:
-                        self._forget(process)
+                self._forget_dead()
                 if self.load_error is not None and not self.processes:
                     # Report a failed load once; the next request tries again.
                     error, self.load_error = self.load_error, None
                     raise error
-                if not self.processes:
-                    self._spawn()
+                if not self.processes and not self._start_needed() and time.monotonic() > deadline:
+                    raise self._busy()
                 ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
                 idle = [p for p in ready if p.pending == 0]
                 cached = [p for p in idle if filter_text is None or filter_text in p.filters_done]
@@ -111,7 +180,9 @@ class CaptureSessions:
                 if fast_busy:
                     return min(fast_busy, key=lambda p: p.pending)
                 loading = [p for p in self.processes if not p.loaded.is_set()]
-                if not loading and len(self.processes) < self.max_processes:
+                if not loading and ready and len(self.processes) < self.max_processes:
+                    if not self._has_room(needed=False):
+                        return min(ready, key=lambda p: p.slow_pending)
                     self._spawn()
                 elif not loading and ready:
                     return min(ready, key=lambda p: p.slow_pending)
@@ -125,26 +196,30 @@ class CaptureSessions:
         self, method: str, params: dict[str, Any] | None = None, *, filter_text: str | None = None
     ) -> Any:
         """Send a request to a suitable process; on a crash retry once on a fresh one."""
+        timeout = settings.ENGINE_REQUEST_TIMEOUT
         for attempt in (1, 2):
             slow = filter_text is not None and not self._filter_known(filter_text)
             slow = slow or method in ("tap", "follow", "iograph")
             process = await self._acquire(filter_text, slow)
             try:
-                result = await asyncio.wait_for(
-                    process.request(method, params, slow=slow), settings.ENGINE_REQUEST_TIMEOUT
-                )
-            except (EngineCrashed, TimeoutError) as error:
+                result = await asyncio.wait_for(process.request(method, params, slow=slow), timeout)
+            except TimeoutError as error:
+                # The session is stuck (a dissector looping, a stopped process): replace it,
+                # and do not send the same request to the next one.
+                log.warning("sharkd for %s did not answer %s within %d s", self.path, method, timeout)
+                self.close_soon(process)
+                raise EngineTimeout(
+                    f"the engine did not answer within {timeout} s; it was restarted for the next request"
+                ) from error
+            except EngineCrashed as error:
                 process.kill()
                 self._forget(process)
                 log.warning("sharkd for %s failed on %s (attempt %d): %r", self.path, method, attempt, error)
-                if attempt == 2:
-                    if isinstance(error, TimeoutError):
-                        raise EngineError(
-                            f"the engine did not answer within {settings.ENGINE_REQUEST_TIMEOUT} s"
-                        ) from error
+                if attempt == 2 or isinstance(error, EngineOutOfMemory):
                     raise
                 continue
             finally:
+                process.reserved -= 1
                 async with self.changed:
                     self.changed.notify_all()
             if filter_text is not None:
@@ -157,23 +232,27 @@ class CaptureSessions:
 
     async def wait_loaded(self, progress: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Start a session if none runs and wait until one has loaded the capture."""
-        async with self.changed:
-            if not self.processes:
-                self._spawn()
+        deadline = time.monotonic() + settings.ENGINE_BUSY_WAIT_SECONDS
         while True:
-            ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
-            if ready:
+            self._forget_dead()
+            if any(p.loaded.is_set() and p.alive for p in self.processes):
                 return
             if not self.processes:
-                # The only process failed to load; _acquire raises its error.
-                await self._acquire(None, False)
-                return
+                if self.load_error is not None:
+                    # The only process failed to load: report it once; the next request tries again.
+                    error, self.load_error = self.load_error, None
+                    raise error
+                if not self._start_needed():
+                    if time.monotonic() > deadline:
+                        raise self._busy()
+                    await asyncio.sleep(0.2)
+                    continue
             if progress is not None:
                 await progress(max(p.bytes_read() for p in self.processes))
             await asyncio.sleep(0.1)
 
     def idle_for(self) -> float:
-        if any(p.pending for p in self.processes):
+        if any(p.pending or p.reserved for p in self.processes):
             return 0.0
         if not self.processes:
             return float("inf")
@@ -183,7 +262,7 @@ class CaptureSessions:
         """Close extra processes idle for extra_seconds, and all idle for keep_seconds."""
         now = time.monotonic()
         for index, process in enumerate(list(self.processes)):
-            if process.pending or not process.loaded.is_set():
+            if process.pending or process.reserved or not process.loaded.is_set():
                 continue
             idle = now - process.last_used
             standby = index > 0 and self.viewers > 1
@@ -210,12 +289,34 @@ class Engine:
         sessions = self.captures.get(path)
         if sessions is None:
             limit = 1 if path is None else settings.ENGINE_PROCESSES_PER_CAPTURE
-            sessions = self.captures[path] = CaptureSessions(path, limit)
+            sessions = self.captures[path] = CaptureSessions(path, limit, self._room)
             if path is not None:
                 # Whoever opens a capture will type a filter: start the checking session
                 # now rather than make the first check wait for sharkd's start-up.
                 self.sessions(None).warm()
         return sessions
+
+    def _room(self, asking: CaptureSessions, needed: bool) -> bool:
+        """Whether the capture may start a session; if it needs one, close the least recently used idle."""
+        limit = settings.ENGINE_MAX_PROCESSES
+        if asking.path is None or limit <= 0:
+            return True
+        holding = [s for s in self.captures.values() if s.path is not None]
+        if asking not in holding:
+            holding.append(asking)
+        if sum(s.running() for s in holding) < limit:
+            return True
+        if not needed:
+            return False
+        idle = [(p.last_used, s, p) for s in holding for p in s.idle()]
+        if not idle:
+            return False
+        _, owner, process = min(idle, key=lambda item: item[0])
+        log.info(
+            "closing the idle session of %s to open %s (limit of %d sessions)", owner.path, asking.path, limit
+        )
+        owner.close_soon(process)
+        return True
 
     async def _evict_forever(self) -> None:
         while True:

@@ -6,11 +6,14 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from django.conf import settings
 
 from . import commands
 from .errors import EngineCrashed, EngineError, RequestTooLong
@@ -25,6 +28,35 @@ MAX_REQUEST_BYTES = 2000
 # Responses carrying a whole page of rows or a large tree can be long lines.
 STREAM_LIMIT = 256 * 1024 * 1024
 
+# The start of an answer line, up to its request id.
+ANSWER_ID = re.compile(rb'\{"jsonrpc":"2\.0","id":(\d+),')
+
+# What sharkd, GLib or the dynamic loader print when an allocation fails under the
+# ENGINE_MEMORY_MB limit. sharkd then aborts, or goes on without some of its plugins, which
+# would dissect differently: such a process is killed at once.
+OUT_OF_MEMORY = re.compile(
+    r"failed to allocate|failed to map segment|Cannot allocate memory|out of memory", re.I
+)
+
+
+class EngineOutOfMemory(EngineCrashed):
+    """The engine needed more memory than ENGINE_MEMORY_MB allows it."""
+
+
+class EngineTimeout(EngineCrashed):
+    """The engine did not answer within ENGINE_REQUEST_TIMEOUT; its process was killed."""
+
+
+def _ended(code: int | None) -> str:
+    if code is None:
+        return "still running"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit status {code}"
+
 
 class SharkdProcess:
     """A sharkd session: one process, one capture, requests answered in order."""
@@ -37,12 +69,17 @@ class SharkdProcess:
         self.filters_done: set[str] = set()
         self.status: dict[str, Any] = {}
         self.killed = False
+        self.out_of_memory = False
         self.pending = 0
+        # Set by whoever picked this process for a request it has not sent yet, so that
+        # the process is not closed as idle in between.
+        self.reserved = 0
         self.slow_pending = 0
         self.last_used = time.monotonic()
         self._next_id = 1
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._reader: asyncio.Task[None] | None = None
+        self._stderr_reader: asyncio.Task[None] | None = None
 
     @property
     def alive(self) -> bool:
@@ -53,37 +90,56 @@ class SharkdProcess:
         return self.process.pid if self.process else None
 
     async def start(self) -> None:
-        """Start the process and, when it has a capture, load it."""
+        """Start the process and, when it has a capture, load it (within ENGINE_REQUEST_TIMEOUT)."""
         self.process = await asyncio.create_subprocess_exec(
             *commands.sharkd(),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
             # Its own process group, so that killing it takes any child along.
             start_new_session=True,
             limit=STREAM_LIMIT,
         )
+        self._stderr_reader = asyncio.create_task(self._read_stderr())
         self._reader = asyncio.create_task(self._read_responses())
         if self.capture_path is None:
             self.loaded.set()
             return
-        keylog = keylog_for(self.capture_path)
-        if keylog is not None:
-            await self.request("setconf", {"name": "tls.keylog_file", "value": str(keylog)})
-        # sharkd 4.0 never answers `load` for a file cut short in the middle of a packet,
-        # though it has loaded what it could; the `status` queued behind it always answers.
-        load_id, load = self._send("load", {"file": str(self.capture_path)})
+        timeout = settings.ENGINE_REQUEST_TIMEOUT
         try:
-            self.status = await self.request("status", slow=True)
-            if load.done():
-                load.result()
+            await asyncio.wait_for(self._load(self.capture_path), timeout)
+        except TimeoutError as error:
+            self.load_error = EngineTimeout(
+                f"the engine did not finish loading the capture within {timeout} s"
+            )
+            self.kill()
+            raise self.load_error from error
+        except EngineCrashed:
+            # The process died before it loaded the capture; its last words may tell why.
+            self.kill()
+            await self._settle()
+            self.load_error = self._death()
+            raise self.load_error from None
         except EngineError as error:
             self.load_error = error
             self.kill()
             raise
         finally:
-            self._waiting.pop(load_id, None)
             self.loaded.set()
+
+    async def _load(self, path: Path) -> None:
+        keylog = keylog_for(path)
+        if keylog is not None:
+            await self.request("setconf", {"name": "tls.keylog_file", "value": str(keylog)})
+        # sharkd 4.0 never answers `load` for a file cut short in the middle of a packet,
+        # though it has loaded what it could; the `status` queued behind it always answers.
+        load_id, load = self._send("load", {"file": str(path)})
+        try:
+            self.status = await self.request("status", slow=True)
+            if load.done():
+                load.result()
+        finally:
+            self._waiting.pop(load_id, None)
 
     def bytes_read(self) -> int:
         """Return how far sharkd has read into the capture file: load progress."""
@@ -106,8 +162,7 @@ class SharkdProcess:
     def _send(self, method: str, params: dict[str, Any] | None) -> tuple[int, asyncio.Future[Any]]:
         """Write one request line now (so requests reach sharkd in call order); return its future."""
         if not self.alive or self.process is None or self.process.stdin is None:
-            code = self.process.returncode if self.process else None
-            raise EngineCrashed(f"the dissection engine stopped unexpectedly (exit {code})")
+            raise self._death()
         request_id = self._next_id
         self._next_id += 1
         message: dict[str, Any] = {"jsonrpc": "2.0", "id": request_id, "method": method}
@@ -153,12 +208,21 @@ class SharkdProcess:
                 if not line:
                     break
                 try:
-                    response = json.loads(line)
+                    # sharkd copies bytes of damaged packets into its strings as they are,
+                    # which need not be UTF-8.
+                    response = json.loads(line.decode(errors="replace"))
                 except ValueError:
-                    # A tap that fails can print outside the JSON framing; skip such lines.
+                    # A tap that fails can print outside the JSON framing; skip such lines,
+                    # but do not leave waiting a request whose answer this line was.
                     log.warning("sharkd printed a line that is not JSON: %.200r", line)
+                    answered = ANSWER_ID.match(line)
+                    future = self._waiting.get(int(answered.group(1))) if answered else None
+                    if future is not None and not future.done():
+                        future.set_exception(EngineError("the engine sent an answer that cannot be read"))
                     continue
-                future = self._waiting.get(response.get("id"))
+                if not isinstance(response, dict):
+                    continue
+                future = self._waiting.get(response.get("id", 0))
                 if future is None or future.done():
                     continue
                 if "error" in response:
@@ -170,19 +234,48 @@ class SharkdProcess:
         finally:
             await self._died()
 
-    async def _died(self) -> None:
-        self.kill()
+    async def _read_stderr(self) -> None:
+        """Read sharkd's chatter, noting whether it ran out of memory; the pipe must not fill up."""
+        assert self.process is not None and self.process.stderr is not None
+        stderr = self.process.stderr
+        try:
+            while line := await stderr.readline():
+                text = line.decode(errors="replace").strip()
+                if OUT_OF_MEMORY.search(text):
+                    log.warning("sharkd for %s ran out of memory: %s", self.capture_path, text)
+                    self.out_of_memory = True
+                    self.kill()
+        except (asyncio.LimitOverrunError, ValueError):
+            pass
+
+    async def _settle(self) -> None:
+        """Wait briefly for a dying process to end and for its last lines, which may tell why."""
         if self.process is not None:
             try:
                 await asyncio.wait_for(self.process.wait(), 5)
             except TimeoutError:
                 pass
+        if self._stderr_reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._stderr_reader), 1)
+            except TimeoutError:
+                pass
+
+    def _death(self) -> EngineCrashed:
+        """Return the error that tells why the process is gone."""
+        if self.out_of_memory:
+            limit = settings.ENGINE_MEMORY_MB
+            allowed = f": it may use {limit} MB per capture" if limit > 0 else ""
+            return EngineOutOfMemory(f"the engine ran out of memory{allowed}")
         code = self.process.returncode if self.process else None
+        return EngineCrashed(f"the dissection engine stopped unexpectedly ({_ended(code)})")
+
+    async def _died(self) -> None:
+        self.kill()
+        await self._settle()
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(
-                    EngineCrashed(f"the dissection engine stopped unexpectedly (exit {code})")
-                )
+                future.set_exception(self._death())
 
     def kill(self) -> None:
         """Kill the process group; safe to call more than once."""
