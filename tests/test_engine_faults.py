@@ -331,7 +331,17 @@ async def test_a_capture_waiting_for_a_busy_engine_is_told_so(
             for n, capture in enumerate(busy)
         ]
         await asyncio.sleep(0.3)
-        answer = await api.get(f"/api/captures/{waiting['id']}/packets")
+        # Hold both sessions in the middle of their filters, so that they stay busy for as long as
+        # the waiting capture waits, however fast this machine runs them.
+        held = sharkd_pids(server)
+        assert len(held) == 2
+        for pid in held:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            answer = await api.get(f"/api/captures/{waiting['id']}/packets")
+        finally:
+            for pid in held:
+                os.kill(pid, signal.SIGCONT)
         assert answer.status_code == 503, answer.text
         assert message_of(answer).startswith("the engine is busy: all 2 of its sessions are working")
         await asyncio.gather(*filters)
