@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.core.signals import got_request_exception
 from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.template.loader import render_to_string
+
+from explorer.middleware import AsyncMiddleware
 
 log = logging.getLogger(__name__)
 
@@ -46,21 +46,13 @@ def _note_database_error(sender: Any, request: HttpRequest | None = None, **kwar
 got_request_exception.connect(_note_database_error, dispatch_uid="explorer.availability")
 
 
-class DatabaseUnavailableMiddleware:
+class DatabaseUnavailableMiddleware(AsyncMiddleware):
     """Replace the server error of a request that failed on the database with a clear 503.
 
     Placed before the session and authentication middleware, which query the database too.
     Connections are opened per request, so the next request after the database is back
     succeeds without anything to reset.
     """
-
-    async_capable = True
-    sync_capable = False
-
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         response = await self.get_response(request)

@@ -15,17 +15,17 @@ import hashlib
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from asgiref.sync import iscoroutinefunction, markcoroutinefunction
 from django.conf import settings
 from django.core.cache import cache
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import resolve_url
 from django.template.loader import render_to_string
 from django.urls import reverse
+
+from explorer.middleware import AsyncMiddleware
 
 RATE = re.compile(r"\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*")
 KEY_PREFIX = "ratelimit"
@@ -168,7 +168,7 @@ def sign_in_paths() -> set[str]:
     return {resolve_url(settings.LOGIN_URL), reverse("admin:login")}
 
 
-class RateLimitMiddleware:
+class RateLimitMiddleware(AsyncMiddleware):
     """Refuse sign-ins and filter runs beyond their rates with 429 and Retry-After.
 
     Sign-ins are limited per client address and per username, counting only the attempts
@@ -176,14 +176,6 @@ class RateLimitMiddleware:
     counting each distinct run once while it is remembered. Uploads are limited before their
     body is read, in the upload stream (explorer.uploads).
     """
-
-    async_capable = True
-    sync_capable = False
-
-    def __init__(self, get_response: Callable[[HttpRequest], Awaitable[HttpResponseBase]]) -> None:
-        self.get_response = get_response
-        if iscoroutinefunction(self.get_response):
-            markcoroutinefunction(self)
 
     async def __call__(self, request: HttpRequest) -> HttpResponseBase:
         if request.method == "POST" and request.path in sign_in_paths():
