@@ -210,3 +210,41 @@ class Annotation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.capture} #{self.frame}: {self.text[:40]}"
+
+
+class LiveCapture(models.Model):
+    """Packets being recorded now, from a server interface or a remote stream, until stored."""
+
+    class Source(models.TextChoices):
+        INTERFACE = "interface", "Server interface"
+        STREAM = "stream", "Remote stream"
+
+    class State(models.TextChoices):
+        RUNNING = "running", "Running"
+        STORED = "stored", "Stored"
+        FAILED = "failed", "Failed"
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="live_captures"
+    )
+    name = models.CharField(max_length=100, help_text="Display only; the stream's name for remote captures.")
+    source = models.CharField(max_length=16, choices=Source.choices)
+    interface = models.CharField(max_length=100, blank=True)
+    capture_filter = models.CharField(max_length=1000, blank=True)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.RUNNING)
+    message = models.CharField(max_length=500, blank=True, help_text="Why it stopped, or failed.")
+    # The channel-layer channel of the process recording it: stop and hello requests go there.
+    control_channel = models.CharField(max_length=200, blank=True)
+    capture = models.ForeignKey(Capture, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField(auto_now_add=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+        permissions = [("start_live_capture", "Can capture on the server's interfaces")]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("explorer:live_view", args=[self.pk])

@@ -39,4 +39,8 @@ urlpatterns = [
     path("account/tokens/", views.token_create, name="token_create"),
     path("account/tokens/<int:token_id>/revoke/", views.token_revoke, name="token_revoke"),
     path("captures/<int:capture_id>/tags/", views.capture_tags, name="capture_tags"),
+    path("live/", views.live_list, name="live_list"),
+    path("live/start/", views.live_start, name="live_start"),
+    path("live/<int:live_id>/", views.live_view, name="live_view"),
+    path("live/<int:live_id>/stop/", views.live_stop, name="live_stop"),
 ]

@@ -30,12 +30,15 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from explorer.authentication import TokenAuthWebsocketMiddleware  # noqa: E402
+from explorer.livestream import LiveStreamRoute, stream_bodies_as_they_arrive  # noqa: E402
 from explorer.routing import websocket_urlpatterns  # noqa: E402
 from explorer.uploads import UploadStream  # noqa: E402
 
+stream_bodies_as_they_arrive()
+
 application = ProtocolTypeRouter(
     {
-        "http": UploadStream(django_asgi_app),
+        "http": LiveStreamRoute(UploadStream(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(
             AuthMiddlewareStack(TokenAuthWebsocketMiddleware(URLRouter(websocket_urlpatterns)))
         ),

@@ -5,6 +5,7 @@ from .export import export, http_objects
 from .flow import flow
 from .follow import follow
 from .iograph import io_graph
+from .livecapture import live_list, live_start, live_stop, live_view
 from .packets import capture, packet_detail
 from .sharing import open_link, revoke_link, share, sharing, sharing_update
 from .statistics import statistics
@@ -34,6 +35,10 @@ __all__ = [
     "http_requests",
     "http_objects",
     "io_graph",
+    "live_list",
+    "live_start",
+    "live_stop",
+    "live_view",
     "packet_detail",
     "statistics",
     "upload",

@@ -1,0 +1,460 @@
+"""Live captures: record packets as they arrive, push their rows to viewers, store them when done.
+
+One Recording runs in the server process that receives the packets (dumpcap's output for a
+server interface, the request body for a remote stream). It appends whole packets to a staging
+file, feeds them to tshark decoders (one for the whole packet list, one per display filter a
+viewer asked for), and pushes the rows in batches to the channel-layer group of the live
+capture, so that viewers connected to any server process (through Redis) see them. Requests
+for it (stop, "hello" from a new viewer, a display filter) reach it on its own channel, whose
+name is kept in the database.
+
+When the packets end (stop, a limit, the sender gone) the file, cut after the last whole
+packet, is stored as an ordinary capture.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import struct
+import time
+import uuid
+from collections import deque
+from dataclasses import asdict
+from typing import IO, Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.utils import timezone
+
+from . import captures, quotas
+from .engine import dumpcap
+from .engine.errors import NotACapture
+from .engine.livedecode import Decoder
+from .engine.packets import PacketRow
+from .models import LiveCapture
+from .uploads import StagedFile, staging_dir
+
+log = logging.getLogger(__name__)
+
+# Rows reach viewers in batches this often: often enough to look immediate, seldom enough
+# that a fast capture does not become one channel-layer message per packet.
+PUSH_INTERVAL = 0.15
+MAX_ROWS_PER_MESSAGE = 1000
+# Rows a viewer joining late receives at once (the latest ones).
+RECENT_ROWS = 500
+MAX_FILTERS = 8
+# A block or record this large is not a packet of a capture stream.
+MAX_BLOCK = 16 * 1024 * 1024
+DECODER_DRAIN_SECONDS = 60
+
+PCAP_MAGICS = {
+    b"\xd4\xc3\xb2\xa1": "<",
+    b"\xa1\xb2\xc3\xd4": ">",
+    b"\x4d\x3c\xb2\xa1": "<",
+    b"\xa1\xb2\x3c\x4d": ">",
+}
+PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
+PCAPNG_PACKET_BLOCKS = {2, 3, 6}  # Packet, Simple Packet, Enhanced Packet
+NOT_A_CAPTURE = "not a pcap or pcapng stream: send what `tcpdump -w -` or `dumpcap -w -` writes"
+
+
+class NotAStream(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class PacketStream:
+    """Split a pcap or pcapng byte stream into whole records/blocks, counting packets."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+        self.packets = 0
+        self.header_read = False
+        self.pcapng = False
+        self.endian = "<"
+
+    def feed(self, data: bytes) -> bytes:
+        """Take bytes received; return the whole records and blocks they complete, in order."""
+        self.pending += data
+        complete = 0
+        if not self.header_read:
+            complete = self._header()
+            if not self.header_read:
+                return b""
+        while True:
+            size = self._next_size(complete)
+            if size is None or complete + size > len(self.pending):
+                break
+            complete += size
+        out = bytes(self.pending[:complete])
+        del self.pending[:complete]
+        return out
+
+    def _header(self) -> int:
+        if len(self.pending) < 4:
+            return 0
+        magic = bytes(self.pending[:4])
+        if magic == PCAPNG_MAGIC:
+            if len(self.pending) < 12:
+                return 0
+            order = bytes(self.pending[8:12])
+            if order not in (b"\x4d\x3c\x2b\x1a", b"\x1a\x2b\x3c\x4d"):
+                raise NotAStream(NOT_A_CAPTURE)
+            self.pcapng, self.header_read = True, True
+            self.endian = "<" if order == b"\x4d\x3c\x2b\x1a" else ">"
+            return 0  # the section header is a block like the others
+        if magic not in PCAP_MAGICS:
+            raise NotAStream(NOT_A_CAPTURE)
+        if len(self.pending) < 24:
+            return 0
+        self.endian, self.header_read = PCAP_MAGICS[magic], True
+        return 24
+
+    def _next_size(self, offset: int) -> int | None:
+        if self.pcapng:
+            if len(self.pending) - offset < 8:
+                return None
+            kind, size = struct.unpack_from(self.endian + "II", self.pending, offset)
+            if kind == 0x0A0D0D0A and len(self.pending) - offset >= 12:
+                # A new section may change the byte order.
+                order = bytes(self.pending[offset + 8 : offset + 12])
+                self.endian = "<" if order == b"\x4d\x3c\x2b\x1a" else ">"
+                size = struct.unpack_from(self.endian + "I", self.pending, offset + 4)[0]
+            if size < 12 or size % 4 or size > MAX_BLOCK:
+                raise NotAStream(f"damaged pcapng stream: a block of {size} bytes")
+            if kind in PCAPNG_PACKET_BLOCKS and len(self.pending) - offset >= size:
+                self.packets += 1
+            return int(size)
+        if len(self.pending) - offset < 16:
+            return None
+        captured = struct.unpack_from(self.endian + "I", self.pending, offset + 8)[0]
+        if captured > MAX_BLOCK:
+            raise NotAStream(f"damaged pcap stream: a packet of {captured} bytes")
+        if len(self.pending) - offset >= 16 + captured:
+            self.packets += 1
+        return 16 + int(captured)
+
+
+def group_name(live_id: int) -> str:
+    return f"livecapture-{live_id}"
+
+
+def filter_group_name(live_id: int, display_filter: str) -> str:
+    digest = hashlib.sha256(display_filter.encode()).hexdigest()[:24]
+    return f"livecapture-{live_id}-{digest}"
+
+
+class Feed:
+    """One decoder of the recording and the rows it printed that viewers have not received yet."""
+
+    def __init__(self, recording: Recording, display_filter: str) -> None:
+        self.recording = recording
+        self.display_filter = display_filter
+        self.decoder = Decoder(display_filter)
+        self.pending: list[dict[str, Any]] = []
+        self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
+        self.last_number = 0
+        self.reader: asyncio.Task[None] | None = None
+        live_id = recording.live.pk
+        self.group = filter_group_name(live_id, display_filter) if display_filter else group_name(live_id)
+
+    async def start(self) -> None:
+        await self.decoder.start()
+        self.reader = asyncio.create_task(self.read())
+
+    async def read(self) -> None:
+        async for row in self.decoder.rows():
+            self.last_number = row.number
+            cells = row_cells(row)
+            self.pending.append(cells)
+            self.recent.append(cells)
+
+    async def finish(self) -> None:
+        await self.decoder.close_input()
+        if self.reader is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self.reader), DECODER_DRAIN_SECONDS)
+            except TimeoutError:
+                log.warning("decoder of live capture %s did not finish", self.recording.live.pk)
+        await self.decoder.kill()
+
+
+def row_cells(row: PacketRow) -> dict[str, Any]:
+    return asdict(row)
+
+
+class Recording:
+    """Packets of one live capture being received in this process."""
+
+    def __init__(self, live: LiveCapture) -> None:
+        self.live = live
+        self.stream = PacketStream()
+        self.path = staging_dir() / f"live-{live.pk}-{uuid.uuid4().hex}.part"
+        self.file: IO[bytes] | None = None
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.started = time.monotonic()
+        self.feeds: dict[str, Feed] = {}
+        self.lock = asyncio.Lock()
+        self.stop_requested = asyncio.Event()
+        self.stop_reason = ""
+        self.control = ""
+        self.tasks: list[asyncio.Task[None]] = []
+        # (monotonic time, packets) of the last seconds, for the rate
+        self.history: deque[tuple[float, int]] = deque(maxlen=20)
+        self.finished = False
+
+    # ---- life ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        self.file = open(self.path, "wb")  # noqa: SIM115 - closed in finish()
+        await self.add_feed("")
+        self.control = await layer.new_channel(prefix="livecapture")
+        self.live.control_channel = self.control
+        await self.live.asave(update_fields=["control_channel"])
+        self.tasks = [asyncio.create_task(self.listen()), asyncio.create_task(self.push())]
+        RECORDINGS[self.live.pk] = self
+
+    async def add_feed(self, display_filter: str) -> Feed:
+        """Return the feed of a display filter, starting it with every packet received so far."""
+        async with self.lock:
+            if display_filter in self.feeds:
+                return self.feeds[display_filter]
+            if len(self.feeds) > MAX_FILTERS:
+                raise NotAStream(f"at most {MAX_FILTERS} different display filters per live capture")
+            feed = Feed(self, display_filter)
+            await feed.start()
+            if self.size:
+                assert self.file is not None
+                await asyncio.to_thread(self.file.flush)
+                # Blocks of the file so far, so that the new decoder numbers frames as the others.
+                with open(self.path, "rb") as handle:
+                    while block := await asyncio.to_thread(handle.read, 1024 * 1024):
+                        await feed.decoder.write(block)
+            self.feeds[display_filter] = feed
+            return feed
+
+    async def feed(self, data: bytes) -> None:
+        """Record received bytes: whole packets go to the file and the decoders; raise NotAStream."""
+        complete = self.stream.feed(data)
+        if not complete:
+            return
+        async with self.lock:
+            assert self.file is not None
+            await asyncio.to_thread(self.file.write, complete)
+            self.hash.update(complete)
+            self.size += len(complete)
+            for feed in list(self.feeds.values()):
+                await feed.decoder.write(complete)
+
+    def request_stop(self, reason: str) -> None:
+        if not self.stop_requested.is_set():
+            self.stop_reason = reason
+            self.stop_requested.set()
+
+    async def finish(self, reason: str) -> LiveCapture:
+        """Decode the last rows, store the file as a capture and tell the viewers; return the live capture."""
+        if self.finished:
+            return self.live
+        self.finished = True
+        reason = self.stop_reason or reason
+        for feed in list(self.feeds.values()):
+            await feed.finish()
+        for task in self.tasks:
+            task.cancel()
+        await self.push_pending()
+        if self.file is not None:
+            await asyncio.to_thread(self.file.close)
+        RECORDINGS.pop(self.live.pk, None)
+        staged = StagedFile(self.path, f"{self.live.name}.pcapng", self.size, self.hash.hexdigest())
+        live = self.live
+        live.stopped_at = timezone.now()
+        live.control_channel = ""
+        try:
+            capture = await captures.store(staged, live.owner)
+        except NotACapture as error:
+            live.state = LiveCapture.State.FAILED
+            live.message = f"{reason}; nothing could be stored: {error.message}"[:500]
+        else:
+            live.state = LiveCapture.State.STORED
+            live.message = reason[:500]
+            live.capture = capture
+        await live.asave(update_fields=["state", "message", "capture", "stopped_at", "control_channel"])
+        await self.send_group(
+            {
+                "type": "live.ended",
+                "state": live.state,
+                "message": live.message,
+                "capture_url": live.capture.get_absolute_url() if live.capture else "",
+                "status": self.status(),
+            }
+        )
+        return live
+
+    # ---- viewers ------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        now = time.monotonic()
+        packets = self.stream.packets
+        self.history.append((now, packets))
+        while len(self.history) > 2 and now - self.history[0][0] > 2:
+            self.history.popleft()
+        then, before = self.history[0]
+        rate = (packets - before) / (now - then) if now - then > 0.05 else 0.0
+        decoded = self.feeds[""].last_number if "" in self.feeds else 0
+        return {
+            "packets": packets,
+            "decoded": decoded,
+            "behind": max(0, packets - decoded),
+            "bytes": self.size,
+            "rate": round(rate, 1),
+            "seconds": round(now - self.started, 1),
+        }
+
+    async def send_group(self, message: dict[str, Any], group: str = "") -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        try:
+            await layer.group_send(group or group_name(self.live.pk), message)
+        except Exception:
+            log.warning("could not push to live capture %s", self.live.pk, exc_info=True)
+
+    async def push_pending(self) -> None:
+        """Send the rows decoded since the last push, then the status, to the viewers."""
+        for feed in list(self.feeds.values()):
+            while feed.pending:
+                rows, feed.pending = feed.pending[:MAX_ROWS_PER_MESSAGE], feed.pending[MAX_ROWS_PER_MESSAGE:]
+                message = {"type": "live.rows", "filter": feed.display_filter, "rows": rows}
+                await self.send_group(message, feed.group)
+        await self.send_group({"type": "live.status", "status": self.status()})
+
+    async def push(self) -> None:
+        while True:
+            await asyncio.sleep(PUSH_INTERVAL)
+            await self.push_pending()
+
+    async def listen(self) -> None:
+        """Answer requests sent to this recording's channel, from any server process."""
+        layer = get_channel_layer()
+        assert layer is not None
+        while True:
+            message = await layer.receive(self.control)
+            kind = message.get("type")
+            if kind == "live.stop":
+                self.request_stop(str(message.get("reason", "stopped")))
+            elif kind == "live.hello":
+                asyncio.create_task(self.welcome(str(message["reply_to"]), str(message.get("filter", ""))))
+
+    async def welcome(self, reply_to: str, display_filter: str) -> None:
+        """Send a new viewer (or one that changed its filter) the latest rows and the status."""
+        layer = get_channel_layer()
+        assert layer is not None
+        try:
+            feed = await self.add_feed(display_filter)
+        except NotAStream as error:
+            await layer.send(reply_to, {"type": "live.refused", "message": error.message})
+            return
+        # Rows still pending reach the viewer with the next push, through the group.
+        pending = len(feed.pending)
+        rows = list(feed.recent)[: len(feed.recent) - pending] if pending else list(feed.recent)
+        message = {"type": "live.snapshot", "filter": display_filter, "rows": rows, "status": self.status()}
+        await layer.send(reply_to, message)
+
+
+# Recordings running in this process, by live capture id.
+RECORDINGS: dict[int, Recording] = {}
+# Background tasks of interface captures: kept here so that they are not collected mid-way.
+_TASKS: set[asyncio.Task[Any]] = set()
+
+
+async def may_capture(user: Any) -> bool:
+    """Tell whether the user may record from the server's interfaces."""
+    if user is None or not user.is_authenticated:
+        return False
+    return bool(user.is_staff or user.is_superuser or await user.ahas_perm("explorer.start_live_capture"))
+
+
+async def may_view(user: Any, live: LiveCapture) -> bool:
+    """Tell whether the user may watch a live capture: its owner and staff."""
+    if user is None or not user.is_authenticated:
+        return False
+    return bool(user.is_staff or user.is_superuser or live.owner_id == user.pk)
+
+
+async def start_interface(
+    owner: Any, interface: str, capture_filter: str, limits: dumpcap.Limits
+) -> LiveCapture:
+    """Check the interface and filter, then record from them in the background; raise CaptureRefused."""
+    await dumpcap.check(interface, capture_filter)
+    refusal = (await quotas.allowance(owner)).refusal(0)
+    if refusal is not None:
+        raise dumpcap.CaptureRefused(refusal)
+    process = await dumpcap.start(interface, capture_filter, limits)
+    name = f"{interface} {timezone.now():%Y-%m-%d %H:%M:%S}"
+    live = await LiveCapture.objects.acreate(
+        owner=owner,
+        name=name,
+        source=LiveCapture.Source.INTERFACE,
+        interface=interface,
+        capture_filter=capture_filter,
+    )
+    recording = Recording(live)
+    await recording.start()
+    task = asyncio.create_task(_record_interface(recording, process))
+    _TASKS.add(task)
+    task.add_done_callback(_TASKS.discard)
+    return live
+
+
+async def _record_interface(recording: Recording, process: asyncio.subprocess.Process) -> None:
+    assert process.stdout is not None
+    stopper = asyncio.create_task(recording.stop_requested.wait())
+    reason = "a limit was reached"
+    try:
+        while True:
+            read = asyncio.create_task(process.stdout.read(256 * 1024))
+            await asyncio.wait({read, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            if stopper.done() and process.returncode is None:
+                dumpcap.stop(process)
+                reason = recording.stop_reason
+            data = await read
+            if not data:
+                break
+            await recording.feed(data)
+        failure = await dumpcap.failure(process)
+        if failure:
+            reason = f"dumpcap stopped: {failure}"
+    except NotAStream as error:
+        reason = error.message
+        dumpcap.stop(process)
+    except Exception:
+        log.exception("live capture %s failed", recording.live.pk)
+        reason = "the recording failed: see the server log"
+        dumpcap.stop(process)
+    finally:
+        stopper.cancel()
+    await recording.finish(reason)
+
+
+async def request_stop(live: LiveCapture, reason: str = "stopped") -> bool:
+    """Ask the process recording the live capture to stop; False if nothing records it any more."""
+    recording = RECORDINGS.get(live.pk)
+    if recording is not None:
+        recording.request_stop(reason)
+        return True
+    if not live.control_channel:
+        return False
+    layer = get_channel_layer()
+    assert layer is not None
+    await layer.send(live.control_channel, {"type": "live.stop", "reason": reason})
+    return True
+
+
+def max_stream_bytes() -> int:
+    """Return how many bytes one live capture may hold: as much as one upload."""
+    return int(settings.MAX_UPLOAD_MB) * 1024 * 1024

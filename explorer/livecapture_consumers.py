@@ -1,0 +1,99 @@
+"""The live view's websocket: rows and status of one live capture, as its recording pushes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from channels.generic.websocket import AsyncJsonWebsocketConsumer
+
+from . import livecapture
+from .engine.errors import EngineError
+from .engine.packets import check_filter
+from .models import LiveCapture
+
+
+class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
+    """Push `live.snapshot`, `live.rows`, `live.status` and `live.ended` to a viewer.
+
+    The page may send `{"filter": "..."}` to see only the packets a display filter matches.
+    """
+
+    live: LiveCapture
+    group: str = ""
+    filter_group: str = ""
+    display_filter: str = ""
+
+    async def connect(self) -> None:
+        live_id = int(self.scope["url_route"]["kwargs"]["live_id"])
+        live = await LiveCapture.objects.filter(pk=live_id).select_related("capture").afirst()
+        if live is None or not await livecapture.may_view(self.scope.get("user"), live):
+            await self.close(code=4404)
+            return
+        self.live = live
+        self.group = livecapture.group_name(live.pk)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        await self.accept()
+        if live.state != LiveCapture.State.RUNNING:
+            await self.send_json(
+                {
+                    "type": "live.ended",
+                    "state": live.state,
+                    "message": live.message,
+                    "capture_url": live.capture.get_absolute_url() if live.capture else "",
+                }
+            )
+            return
+        await self.say_hello()
+
+    async def say_hello(self) -> None:
+        """Ask the recording for the latest rows (of the current filter) and its status."""
+        if self.live.control_channel:
+            await self.channel_layer.send(
+                self.live.control_channel,
+                {"type": "live.hello", "reply_to": self.channel_name, "filter": self.display_filter},
+            )
+
+    async def disconnect(self, code: int) -> None:
+        for group in (self.group, self.filter_group):
+            if group:
+                await self.channel_layer.group_discard(group, self.channel_name)
+
+    async def receive_json(self, content: Any, **kwargs: Any) -> None:
+        display_filter = content.get("filter") if isinstance(content, dict) else None
+        if not isinstance(display_filter, str):
+            return
+        display_filter = display_filter.strip()
+        try:
+            problem = await check_filter(display_filter) if display_filter else None
+        except EngineError as error:
+            problem = error.message
+        if problem:
+            await self.send_json(
+                {"type": "live.filter_refused", "filter": display_filter, "message": problem}
+            )
+            return
+        if self.filter_group:
+            await self.channel_layer.group_discard(self.filter_group, self.channel_name)
+            self.filter_group = ""
+        self.display_filter = display_filter
+        if display_filter:
+            self.filter_group = livecapture.filter_group_name(self.live.pk, display_filter)
+            await self.channel_layer.group_add(self.filter_group, self.channel_name)
+        await self.say_hello()
+
+    async def live_rows(self, message: dict[str, Any]) -> None:
+        if message["filter"] == self.display_filter:
+            await self.send_json({"type": "live.rows", "filter": message["filter"], "rows": message["rows"]})
+
+    async def live_snapshot(self, message: dict[str, Any]) -> None:
+        if message["filter"] == self.display_filter:
+            await self.send_json(message)
+
+    async def live_status(self, message: dict[str, Any]) -> None:
+        await self.send_json(message)
+
+    async def live_refused(self, message: dict[str, Any]) -> None:
+        await self.send_json({"type": "live.filter_refused", "filter": self.display_filter, **message})
+
+    async def live_ended(self, message: dict[str, Any]) -> None:
+        await self.send_json(message)

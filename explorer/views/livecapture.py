@@ -1,0 +1,102 @@
+"""Live captures: the start page with its list, the live view, and stopping."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import livecapture
+from ..access import user_of
+from ..engine import dumpcap
+from ..models import LiveCapture
+from .common import not_found_page
+
+LIMIT_FIELDS = {"seconds": "duration", "packets": "packets", "kilobytes": "size"}
+MAX_LIMIT = 10**9
+
+
+def _limits(request: HttpRequest) -> dumpcap.Limits:
+    """Return the limits of the start form; raise CaptureRefused for one that is not a whole number."""
+    values: dict[str, int | None] = {}
+    for field, label in LIMIT_FIELDS.items():
+        text = request.POST.get(field, "").strip()
+        if not text:
+            values[field] = None
+        elif text.isdigit() and 0 < int(text) <= MAX_LIMIT:
+            values[field] = int(text)
+        else:
+            raise dumpcap.CaptureRefused(f"the {label} limit must be a whole number from 1 to {MAX_LIMIT}")
+    return dumpcap.Limits(**values)
+
+
+async def _live_for(request: HttpRequest, live_id: int) -> LiveCapture:
+    """Return the live capture if the requester may watch it, else raise Http404."""
+    live = await LiveCapture.objects.filter(pk=live_id).select_related("capture").afirst()
+    if live is None or not await livecapture.may_view(await user_of(request), live):
+        raise Http404("no such live capture")
+    return live
+
+
+@require_GET
+@not_found_page
+async def live_list(request: HttpRequest) -> HttpResponse:
+    user = await user_of(request)
+    if not user.is_authenticated:
+        raise Http404("sign in to see live captures")
+    allowed = await livecapture.may_capture(user)
+    interfaces: list[dumpcap.Interface] = []
+    problem = ""
+    if allowed:
+        try:
+            interfaces = await dumpcap.interfaces()
+        except dumpcap.CaptureRefused as error:
+            problem = error.message
+    lives = LiveCapture.objects.select_related("owner", "capture")
+    if not (user.is_staff or user.is_superuser):
+        lives = lives.filter(owner=user)
+    context = {
+        "may_capture": allowed,
+        "interfaces": interfaces,
+        "interface_problem": problem,
+        "lives": [live async for live in lives[:50]],
+        "stream_url": request.build_absolute_uri("/api/live/NAME"),
+    }
+    return render(request, "explorer/live_list.html", context)
+
+
+@require_POST
+@not_found_page
+async def live_start(request: HttpRequest) -> HttpResponse:
+    user = await user_of(request)
+    if not user.is_authenticated:
+        raise Http404("sign in to capture")
+    if not await livecapture.may_capture(user):
+        raise PermissionDenied("you may not capture on this server's interfaces")
+    try:
+        limits = _limits(request)
+        live = await livecapture.start_interface(
+            user, request.POST.get("interface", ""), request.POST.get("filter", "").strip(), limits
+        )
+    except dumpcap.CaptureRefused as error:
+        messages.error(request, f"Capture not started: {error.message}")
+        return redirect("explorer:live_list")
+    return redirect(live)
+
+
+@require_GET
+@not_found_page
+async def live_view(request: HttpRequest, live_id: int) -> HttpResponse:
+    live = await _live_for(request, live_id)
+    return render(request, "explorer/live_view.html", {"live": live})
+
+
+@require_POST
+@not_found_page
+async def live_stop(request: HttpRequest, live_id: int) -> HttpResponse:
+    live = await _live_for(request, live_id)
+    if live.state == LiveCapture.State.RUNNING and not await livecapture.request_stop(live):
+        messages.error(request, "No server process is recording this capture any more.")
+    return redirect(live)

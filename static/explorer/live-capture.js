@@ -1,0 +1,146 @@
+// The live view: rows of a capture being recorded arrive over a websocket, in batches; the
+// view follows the newest row unless paused; a display filter asks the server for the rows it
+// matches. Packet data is untrusted: it is inserted as text only.
+
+import { colour } from "./util.js";
+
+// Rows kept in the page: older ones are dropped (the stored capture has them all).
+const MAX_ROWS = 5000;
+const COLUMNS = ["number", "time", "source", "destination", "protocol", "length", "info"];
+const FIRST_RETRY_MS = 1000;
+const LAST_RETRY_MS = 30000;
+
+const app = document.getElementById("live-app");
+const rowsBox = document.getElementById("live-rows");
+const scroller = document.getElementById("live-scroll");
+const statusLine = document.getElementById("live-status");
+const followButton = document.getElementById("live-follow");
+const filterForm = document.getElementById("live-filter-form");
+const filterInput = document.getElementById("live-display-filter");
+const filterError = document.getElementById("live-filter-error");
+const ended = document.getElementById("live-ended");
+const endedText = document.getElementById("live-ended-text");
+const captureLink = document.getElementById("live-capture-link");
+
+let following = true;
+let socket = null;
+let retry = FIRST_RETRY_MS;
+let displayFilter = "";
+let finished = app.dataset.state !== "running";
+let lastStatus = null;
+
+function rowElement(row) {
+  const tr = document.createElement("tr");
+  tr.className = "live-row";
+  tr.dataset.number = String(row.number);
+  for (const column of COLUMNS) {
+    const td = document.createElement("td");
+    td.className = `c-${column}`;
+    td.textContent = String(row[column] ?? "");
+    tr.append(td);
+  }
+  tr.style.backgroundColor = colour(row.bg);
+  tr.style.color = colour(row.fg);
+  return tr;
+}
+
+function addRows(rows) {
+  if (!Array.isArray(rows) || rows.length === 0) return;
+  const fragment = document.createDocumentFragment();
+  for (const row of rows.slice(-MAX_ROWS)) fragment.append(rowElement(row));
+  rowsBox.append(fragment);
+  while (rowsBox.childElementCount > MAX_ROWS) rowsBox.firstElementChild.remove();
+  if (following) scroller.scrollTop = scroller.scrollHeight;
+}
+
+function showStatus(status) {
+  if (!status || finished) return;
+  lastStatus = status;
+  let text = `${status.packets} packets · ${status.rate} packets/s · ${status.seconds} s`;
+  text += status.behind > 0 ? ` · behind by ${status.behind}` : " · up to date";
+  if (!following) text += " · paused";
+  statusLine.textContent = text;
+}
+
+function showEnded(message) {
+  finished = true;
+  const state = message.state === "stored" ? "Stored" : "Failed";
+  endedText.textContent = message.message ? `${state}: ${message.message}` : state;
+  if (message.capture_url && message.capture_url.startsWith("/")) {
+    captureLink.href = message.capture_url;
+    captureLink.hidden = false;
+  }
+  ended.hidden = false;
+  const packets = message.status ? `${message.status.packets} packets · ` : "";
+  statusLine.textContent = `${packets}${state.toLowerCase()}`;
+  const stopForm = document.getElementById("live-stop-form");
+  if (stopForm) stopForm.hidden = true;
+}
+
+function onMessage(message) {
+  switch (message.type) {
+    case "live.snapshot":
+      if (message.filter !== displayFilter) return;
+      rowsBox.replaceChildren();
+      addRows(message.rows);
+      showStatus(message.status);
+      break;
+    case "live.rows":
+      if (message.filter === displayFilter) addRows(message.rows);
+      break;
+    case "live.status":
+      showStatus(message.status);
+      break;
+    case "live.filter_refused":
+      filterError.textContent = message.message || "invalid display filter";
+      filterError.hidden = false;
+      break;
+    case "live.ended":
+      showEnded(message);
+      break;
+  }
+}
+
+function connect() {
+  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${scheme}//${location.host}${app.dataset.websocketPath}`);
+  socket = ws;
+  ws.addEventListener("open", () => {
+    retry = FIRST_RETRY_MS;
+    if (displayFilter) ws.send(JSON.stringify({ filter: displayFilter }));
+  });
+  ws.addEventListener("message", (event) => {
+    let message;
+    try {
+      message = JSON.parse(event.data);
+    } catch {
+      return;
+    }
+    if (message && typeof message.type === "string") onMessage(message);
+  });
+  ws.addEventListener("close", () => {
+    if (socket !== ws || finished) return;
+    socket = null;
+    statusLine.textContent = "connection lost: reconnecting…";
+    setTimeout(connect, retry);
+    retry = Math.min(retry * 2, LAST_RETRY_MS);
+  });
+}
+
+followButton.addEventListener("click", () => {
+  following = !following;
+  followButton.textContent = following ? "Pause" : "Resume";
+  followButton.setAttribute("aria-pressed", String(following));
+  if (following) scroller.scrollTop = scroller.scrollHeight;
+  showStatus(lastStatus);
+});
+
+filterForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  filterError.hidden = true;
+  displayFilter = filterInput.value.trim();
+  rowsBox.replaceChildren();
+  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ filter: displayFilter }));
+});
+
+connect();

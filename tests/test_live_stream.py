@@ -1,0 +1,178 @@
+"""Remote live captures: a pcap streamed to /api/live/<name>, watched live, stored when it ends."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import socket
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+
+from .conftest import COLUMN_FIELDS, Server, all_packets, shared_capture, tshark_rows
+
+pytestmark = pytest.mark.engine
+
+COLUMNS = ["number", "time", "source", "destination", "protocol", "length", "info"]
+
+
+def single_pass_rows(path: Path) -> list[list[str]]:
+    """Return tshark's one-pass packet list: what a decoder reading the stream as it comes can print."""
+    args = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=/t"]
+    for field in COLUMN_FIELDS:
+        args += ["-e", field]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, errors="replace").stdout
+    return [line.split("\t", 6) for line in out.splitlines() if line]
+
+
+def as_cells(row: dict[str, Any]) -> list[str]:
+    return [str(row[column]) for column in COLUMNS]
+
+
+def live_captures(server: Server) -> list[dict[str, Any]]:
+    answer = httpx.get(server.url + "/api/live/", headers=server.owner_headers(), timeout=30)
+    assert answer.status_code == 200, answer.text
+    captures: list[dict[str, Any]] = answer.json()["live_captures"]
+    return captures
+
+
+def wait_for_live(server: Server, name: str, state: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for live in live_captures(server):
+            if live["name"] == name and live["state"] == state:
+                return live
+        time.sleep(0.1)
+    raise AssertionError(f"no live capture {name} {state}: {live_captures(server)}")
+
+
+async def chunks_of(data: bytes, size: int, pause: float) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        await asyncio.sleep(pause)
+
+
+async def watch(server: Server, live_id: int, messages: list[dict[str, Any]]) -> None:
+    """Collect a viewer's messages until the live capture ends."""
+    url = f"ws://127.0.0.1:{server.port}/ws/live/{live_id}/"
+    async with connect(url, origin=server.url, additional_headers=server.owner_headers()) as ws:
+        async with asyncio.timeout(120):
+            while True:
+                message = json.loads(await ws.recv())
+                messages.append(message)
+                if message["type"] == "live.ended":
+                    return
+
+
+def rows_seen(messages: list[dict[str, Any]]) -> dict[int, list[str]]:
+    rows: dict[int, list[str]] = {}
+    for message in messages:
+        if message["type"] in ("live.snapshot", "live.rows") and message["filter"] == "":
+            for row in message["rows"]:
+                rows[row["number"]] = as_cells(row)
+    return rows
+
+
+async def test_it_shows_a_stream_live_and_stores_every_packet(server: Server, api: httpx.Client) -> None:
+    original = shared_capture("http_espn.pcapng")
+    data = original.read_bytes()
+    async with httpx.AsyncClient(base_url=server.url, headers=server.owner_headers(), timeout=120) as client:
+        sending = asyncio.create_task(
+            client.put("/api/live/espn-stream", content=chunks_of(data, 20_000, 0.05))
+        )
+        live = await asyncio.to_thread(wait_for_live, server, "espn-stream", "running")
+        messages: list[dict[str, Any]] = []
+        await watch(server, live["id"], messages)
+        answer = await sending
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["state"] == "stored"
+    capture = api.get(f"/api/captures/{body['capture']}/").json()
+    # The stream was whole: the stored file is the sent file, byte for byte.
+    assert capture["sha256"] == hashlib.sha256(data).hexdigest()
+    assert capture["packets"] == 956
+    # The viewer saw rows arrive while the stream ran, not all at the end.
+    batches = [m for m in messages if m["type"] == "live.rows"]
+    assert len(batches) > 3
+    seen = rows_seen(messages)
+    assert sorted(seen) == list(range(1, 957))
+    expected = single_pass_rows(original)
+    assert [seen[number] for number in sorted(seen)] == expected
+    ended = messages[-1]
+    assert ended["state"] == "stored" and ended["capture_url"] == f"/captures/{body['capture']}/"
+    # The stored capture is an ordinary one: its packet list is tshark's two-pass list.
+    stored = all_packets(api, body["capture"])
+    assert [as_cells(row) for row in stored] == tshark_rows(original)
+
+
+def raw_put(server: Server, name: str, chunks: list[bytes], token: str) -> socket.socket:
+    """Send a chunked PUT of these chunks without ending it; return the open socket."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+    head = (
+        f"PUT /api/live/{name} HTTP/1.1\r\nHost: 127.0.0.1:{server.port}\r\n"
+        f"Authorization: Token {token}\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    sock.sendall(head.encode())
+    for chunk in chunks:
+        sock.sendall(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+    return sock
+
+
+def test_it_keeps_the_whole_packets_of_a_stream_cut_mid_packet(
+    server: Server, api: httpx.Client, tmp_path: Path
+) -> None:
+    data = shared_capture("bro.org.pcap").read_bytes()
+    cut = 100_003  # inside a packet
+    sock = raw_put(
+        server, "cut-stream", [data[:50_000], data[50_000:cut]], server.owner_headers()["Authorization"][6:]
+    )
+    wait_for_live(server, "cut-stream", "running")
+    time.sleep(0.5)
+    sock.close()
+    live = wait_for_live(server, "cut-stream", "stored")
+    assert live["message"] == "the sender disconnected"
+    prefix = tmp_path / "prefix.pcap"
+    prefix.write_bytes(data[:cut])
+    whole = single_pass_rows(prefix)  # tshark reads the whole packets and stops at the cut one
+    capture = api.get(f"/api/captures/{live['capture']}/").json()
+    assert capture["packets"] == len(whole) > 100
+    kept = data[: capture["size"]]
+    assert capture["size"] < cut and capture["sha256"] == hashlib.sha256(kept).hexdigest()
+    assert len(all_packets(api, live["capture"])) == len(whole)
+
+
+def test_it_refuses_a_stream_that_is_not_a_capture(server: Server) -> None:
+    before = len(live_captures(server))
+    answer = httpx.put(
+        server.url + "/api/live/not-pcap",
+        content=b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n" * 10,
+        headers=server.owner_headers(),
+        timeout=30,
+    )
+    assert answer.status_code == 400
+    assert answer.json()["error"].startswith("not a pcap or pcapng stream")
+    assert len(live_captures(server)) == before
+
+
+def test_it_asks_for_a_token(server: Server) -> None:
+    data = shared_capture("http_google.pcapng").read_bytes()
+    answer = httpx.put(server.url + "/api/live/anonymous", content=data, timeout=30)
+    assert answer.status_code == 401
+    assert "API token" in answer.json()["error"]
+    wrong = httpx.put(
+        server.url + "/api/live/anonymous", content=data, headers={"Authorization": "Token nope"}, timeout=30
+    )
+    assert wrong.status_code == 401
+
+
+def test_it_refuses_a_bad_stream_name_or_method(server: Server) -> None:
+    headers = server.owner_headers()
+    assert httpx.put(server.url + "/api/live/a b", content=b"", headers=headers).status_code == 404
+    assert httpx.get(server.url + "/api/live/name", headers=headers).status_code == 405
