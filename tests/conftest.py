@@ -11,11 +11,16 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, sync_playwright
+
+if TYPE_CHECKING:
+    from tests.services import Services
+
+pytest_plugins = ["tests.services"]
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_CAPTURES = Path(os.environ.get("SHARED_CAPTURES", ROOT.parent / "shared" / "captures"))
@@ -48,17 +53,32 @@ OWNER = "owner"
 PASSWORD = "a long test password"  # noqa: S105
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--services",
+        action="store_true",
+        help="serve every test server from PostgreSQL and Redis (tests/services.py) instead of SQLite",
+    )
+
+
 class Server:
     """A daphne process serving the explorer with its own database and capture folder."""
 
+    # With --services: PostgreSQL and Redis, where each server gets databases of its own.
+    services: Services | None = None
+
     def __init__(self, workdir: Path, **env: str) -> None:
         self.workdir = workdir
-        self.captures_dir = workdir / "captures"
+        self.captures_dir = Path(env.get("CAPTURES_DIR", workdir / "captures"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        if "DATABASE_URL" in env or self.services is None:
+            backing = {"DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}"}
+        else:
+            backing = self.services.new_server_env()
         self.env = {
             **os.environ,
-            "DATABASE_URL": f"sqlite:///{workdir / 'db.sqlite3'}",
+            **backing,
             "CAPTURES_DIR": str(self.captures_dir),
             "MAX_UPLOAD_MB": str(TEST_UPLOAD_LIMIT_MB),
             "ENGINE_IDLE_SECONDS": "120",
@@ -128,10 +148,12 @@ class Server:
             context.add_cookies([{"name": n, "value": v, "url": self.url} for n, v in cookies.items()])
         return context
 
-    def start(self) -> None:
-        migrated = self.manage("migrate", "--noinput")
-        assert migrated.returncode == 0, migrated.stderr
-        self.create_user(OWNER)
+    def start(self, *, new_database: bool = True) -> None:
+        """Migrate the database and create OWNER (unless another server did), then serve."""
+        if new_database:
+            migrated = self.manage("migrate", "--noinput")
+            assert migrated.returncode == 0, migrated.stderr
+            self.create_user(OWNER)
         self.log = open(self.workdir / "server.log", "wb")  # noqa: SIM115
         self.process = subprocess.Popen(
             [
@@ -176,6 +198,15 @@ class Server:
             ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
         )
         return [int(pid) for pid in out.stdout.split()]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def server_services(request: pytest.FixtureRequest) -> Iterator[None]:
+    """With --services, start PostgreSQL and Redis for every Server of the session."""
+    if request.config.getoption("--services"):
+        Server.services = request.getfixturevalue("services")
+    yield
+    Server.services = None
 
 
 @pytest.fixture(scope="session")
