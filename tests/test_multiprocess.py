@@ -1,0 +1,187 @@
+"""Two server processes on one PostgreSQL, one Redis and one capture folder, as in production."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from .conftest import Server, shared_capture, tshark_numbers, tshark_rows, upload
+from .services import PostgresServer, RedisServer
+
+pytestmark = [pytest.mark.services, pytest.mark.engine]
+
+SOURCE = "http_espn.pcapng"
+COLUMNS = ["number", "time", "source", "destination", "protocol", "length", "info"]
+UPLOADS_PER_HOUR = 4
+UPLOADER = "uploader"
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
+) -> Iterator[tuple[Server, Server]]:
+    """Two daphne processes sharing the database, the Redis database and the capture folder."""
+    shared = {
+        "DATABASE_URL": postgres_server.create_database("pair"),
+        "REDIS_URL": redis_server.new_database_url(),
+        "CAPTURES_DIR": str(tmp_path_factory.mktemp("shared") / "captures"),
+        "RATE_LIMIT_UPLOADS": f"{UPLOADS_PER_HOUR}/3600",
+    }
+    first = Server(tmp_path_factory.mktemp("first"), **shared)
+    second = Server(tmp_path_factory.mktemp("second"), **shared)
+    first.start()
+    try:
+        second.start(new_database=False)
+        yield first, second
+    finally:
+        second.stop()
+        first.stop()
+
+
+@pytest.fixture(scope="module")
+def clients(pair: tuple[Server, Server]) -> Iterator[tuple[httpx.Client, httpx.Client]]:
+    """The owner's API clients of the first and the second server (one token works on both)."""
+    first, second = pair
+    headers = first.owner_headers()
+    with (
+        httpx.Client(base_url=first.url, timeout=120, headers=headers) as through_first,
+        httpx.Client(base_url=second.url, timeout=120, headers=headers) as through_second,
+    ):
+        yield through_first, through_second
+
+
+def as_columns(row: dict[str, Any]) -> list[str]:
+    return [str(row[column]) for column in COLUMNS]
+
+
+def test_both_servers_use_postgresql_and_redis(pair: tuple[Server, Server]) -> None:
+    code = (
+        "from django.conf import settings\n"
+        "from django.db import connection\n"
+        "print(connection.vendor)\n"
+        "print(settings.CHANNEL_LAYERS['default']['BACKEND'])\n"
+        "print(settings.CACHES['default']['BACKEND'])\n"
+    )
+    for server in pair:
+        answer = server.manage("shell", "-v", "0", "-c", code)
+        assert answer.returncode == 0, answer.stderr
+        assert answer.stdout.split() == [
+            "postgresql",
+            "channels_redis.core.RedisChannelLayer",
+            "django.core.cache.backends.redis.RedisCache",
+        ]
+
+
+def test_an_upload_through_one_is_listed_paged_and_filtered_through_the_other(
+    clients: tuple[httpx.Client, httpx.Client],
+) -> None:
+    through_first, through_second = clients
+    path = shared_capture(SOURCE)
+    stored = upload(through_first, path)
+    assert stored.status_code == 201, stored.text
+    capture_id = stored.json()["id"]
+
+    listed = through_second.get("/api/captures/")
+    assert listed.status_code == 200, listed.text
+    assert capture_id in [capture["id"] for capture in listed.json()]
+
+    expected = tshark_rows(path)
+    shown: list[list[str]] = []
+    for offset in range(0, len(expected), 100):
+        page = through_second.get(
+            f"/api/captures/{capture_id}/packets", params={"offset": offset, "limit": 100}
+        )
+        assert page.status_code == 200, page.text
+        assert page.json()["total"] == len(expected)
+        shown += [as_columns(row) for row in page.json()["packets"]]
+    assert shown == expected
+
+    filtered = through_second.get(
+        f"/api/captures/{capture_id}/packets", params={"filter": "http.request", "limit": 1000}
+    )
+    assert filtered.status_code == 200, filtered.text
+    numbers = [row["number"] for row in filtered.json()["packets"]]
+    assert numbers == tshark_numbers(path, "http.request") and numbers
+
+    detail = through_second.get(f"/api/captures/{capture_id}/packets/{numbers[0]}/")
+    assert detail.status_code == 200, detail.text
+    assert detail.json()["tree"][0]["label"].startswith(f"Frame {numbers[0]}:")
+
+
+async def next_event(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:
+    """Return the next message of this type, skipping others."""
+    async with asyncio.timeout(timeout):
+        while True:
+            message = json.loads(await ws.recv())
+            if message["type"] == kind:
+                return dict(message)
+
+
+async def presence_of(ws: ClientConnection, count: int) -> dict[str, Any]:
+    while True:
+        message = await next_event(ws, "presence")
+        if len(message["viewers"]) == count:
+            return message
+
+
+async def test_a_viewer_of_one_sees_the_viewers_and_annotations_of_the_other(
+    pair: tuple[Server, Server], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    first, second = pair
+    through_first, _ = clients
+    stored = await asyncio.to_thread(upload, through_first, shared_capture("http_google.pcapng"))
+    assert stored.status_code == 201, stored.text
+    capture_id = stored.json()["id"]
+    headers = first.owner_headers()
+    path = f"/ws/captures/{capture_id}/live/"
+    async with connect(
+        f"ws://127.0.0.1:{second.port}{path}", origin=second.url, additional_headers=headers
+    ) as on_second:
+        await presence_of(on_second, 1)
+        async with connect(
+            f"ws://127.0.0.1:{first.port}{path}", origin=first.url, additional_headers=headers
+        ) as on_first:
+            # Presence goes through the channel layer: each sees the viewer of the other process.
+            seen_on_second = await presence_of(on_second, 2)
+            seen_on_first = await presence_of(on_first, 2)
+            assert {v["id"] for v in seen_on_second["viewers"]} == {v["id"] for v in seen_on_first["viewers"]}
+
+            answer = await asyncio.to_thread(
+                through_first.post,
+                f"/api/captures/{capture_id}/annotations",
+                json={"frame": 3, "text": "Written through the first server"},
+            )
+            assert answer.status_code == 201, answer.text
+            pushed = await next_event(on_second, "annotation.created")
+            assert pushed["annotation"] == answer.json()
+
+            await asyncio.to_thread(through_first.put, f"/api/captures/{capture_id}/marks/5")
+            assert (await next_event(on_second, "marks.changed"))["frames"] == [5]
+        await presence_of(on_second, 1)
+
+
+def test_the_upload_rate_limit_counts_the_requests_of_both_servers(pair: tuple[Server, Server]) -> None:
+    first, second = pair
+    first.create_user(UPLOADER)
+    token = first.token(UPLOADER)
+    headers = {"Authorization": f"Token {token}"}
+    path = shared_capture("dns-udp.pcap")
+    with (
+        httpx.Client(base_url=first.url, timeout=120, headers=headers) as through_first,
+        httpx.Client(base_url=second.url, timeout=120, headers=headers) as through_second,
+    ):
+        # Half of the allowance through each server: neither alone has reached the limit.
+        for index in range(UPLOADS_PER_HOUR):
+            client = through_first if index % 2 == 0 else through_second
+            assert upload(client, path).status_code == 201
+        refused = upload(through_second, path)
+        assert refused.status_code == 429, refused.text
+        assert upload(through_first, path).status_code == 429
+    listed = httpx.get(f"{second.url}/api/captures/", params={"owner": UPLOADER}, headers=headers).json()
+    assert len(listed) == UPLOADS_PER_HOUR
