@@ -4,6 +4,7 @@ import os
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,11 @@ def env_list(name: str, default: str) -> list[str]:
 
 DEBUG = env_bool("DEBUG", True)
 # A development key is fine while the server listens on 127.0.0.1 only; production sets one.
-SECRET_KEY = os.environ.get("SECRET_KEY", "dev-only-key-the-server-listens-on-loopback")
+DEVELOPMENT_SECRET_KEY = "dev-only-key-the-server-listens-on-loopback"  # noqa: S105
+SECRET_KEY = os.environ.get("SECRET_KEY", DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
+    # Anyone could sign sessions and share links with the key in this file.
+    raise ImproperlyConfigured("DEBUG=0 needs a SECRET_KEY of its own (a long random string)")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
 
