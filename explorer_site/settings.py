@@ -119,7 +119,8 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `manage.py collectstatic` puts them; with DEBUG=0 WhiteNoise serves them from there.
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", BASE_DIR / "staticfiles"))
 
 # Capture files: uploads are streamed to a staging folder and moved in when complete.
 CAPTURES_DIR = Path(os.environ.get("CAPTURES_DIR", BASE_DIR / "captures"))
