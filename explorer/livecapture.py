@@ -15,6 +15,7 @@ packet, is stored as an ordinary capture.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import logging
 import struct
@@ -217,7 +218,10 @@ class Recording:
         self.control = await layer.new_channel(prefix="livecapture")
         self.live.control_channel = self.control
         await self.live.asave(update_fields=["control_channel"])
-        self.tasks = [asyncio.create_task(self.listen()), asyncio.create_task(self.push())]
+        self.tasks = [
+            asyncio.create_task(self.listen(), context=contextvars.Context()),
+            asyncio.create_task(self.push(), context=contextvars.Context()),
+        ]
         RECORDINGS[self.live.pk] = self
 
     async def add_feed(self, display_filter: str) -> Feed:
@@ -405,7 +409,8 @@ async def start_interface(
     )
     recording = Recording(live)
     await recording.start()
-    task = asyncio.create_task(_record_interface(recording, process))
+    # A context of its own: the request's (with its database thread) ends before the recording.
+    task = asyncio.create_task(_record_interface(recording, process), context=contextvars.Context())
     _TASKS.add(task)
     task.add_done_callback(_TASKS.discard)
     return live

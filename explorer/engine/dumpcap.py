@@ -115,8 +115,10 @@ async def check(interface: str, capture_filter: str) -> None:
         raise CaptureRefused("capture filter holds a control character")
     if not capture_filter:
         return
-    code, _, err = await _run(check_command(interface, capture_filter))
-    if code != 0:
+    code, out, err = await _run(check_command(interface, capture_filter))
+    # dumpcap 4.0 exits with 0 even when the filter does not compile: only the printed
+    # program (empty then) and its message tell.
+    if code != 0 or not out.strip() or "Invalid capture filter" in err:
         raise CaptureRefused(f"capture filter {capture_filter!r}: {_last_words(err) or 'not valid'}")
 
 
