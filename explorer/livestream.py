@@ -169,6 +169,7 @@ def stream_bodies_as_they_arrive() -> None:
     got_length = WebRequest.gotLength
     handle_content_chunk = WebRequest.handleContentChunk
     request_received = WebRequest.requestReceived
+    finish = WebRequest.finish
 
     def gotLength(self: Any, length: int | None) -> None:  # noqa: N802 - Twisted's name
         got_length(self, length)
@@ -198,9 +199,19 @@ def stream_bodies_as_they_arrive() -> None:
         if not getattr(self, "streams_live", False):
             request_received(self, command, path, version)
             return
+        self.body_complete = True
         if self.application_queue is not None and not self.finished:
             self.application_queue.put_nowait({"type": "http.request", "body": b"", "more_body": False})
+
+    def finish_then_close(self: Any) -> None:
+        finish(self)
+        if getattr(self, "streams_live", False) and not getattr(self, "body_complete", False):
+            # Answered before the sender finished (stopped, refused): end its upload too.
+            transport = getattr(self.channel, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
 
     WebRequest.gotLength = gotLength
     WebRequest.handleContentChunk = handleContentChunk
     WebRequest.requestReceived = requestReceived
+    WebRequest.finish = finish_then_close
