@@ -93,15 +93,24 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"].setdefault("OPTIONS", {})["timeout"] = 20
 
 REDIS_URL = os.environ.get("REDIS_URL", "")
+# Messages waiting to be read, per channel; over Redis all the connections of one server
+# process share one. When a viewer opens a capture, every other viewer of it answers at once
+# (explorer/live.py): with 50 viewers the default of 100 overflowed and closed their sockets.
+CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 10000)
 if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL]},
+            "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY},
         }
     }
 else:
-    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels.layers.InMemoryChannelLayer",
+            "CONFIG": {"capacity": CHANNEL_CAPACITY},
+        }
+    }
 
 # The cache holds the rate limits' buckets: shared by every server process through Redis,
 # per process in memory without it.
