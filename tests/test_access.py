@@ -39,7 +39,9 @@ from .conftest import OWNER, PASSWORD, Server, shared_capture, upload
 
 pytestmark = pytest.mark.engine
 
-Need = Literal["none", "login", "staff", "read", "write", "manage"]
+# "capture": record on the server's interfaces (staff, or the start_live_capture permission);
+# "live": watch or stop OWNER's live capture (its owner and staff; hidden from everyone else).
+Need = Literal["none", "login", "staff", "capture", "live", "read", "write", "manage"]
 LEVELS = {"read": 1, "write": 2, "manage": 3}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -132,6 +134,12 @@ PAGES: dict[str, tuple[Probe, ...]] = {
     "explorer:token_create": (Probe("login", "POST", data={"name": "access matrix"}, ok=302),),
     # token_id is a token revoked already: allowed, it changes nothing (test_nobody_revokes_*).
     "explorer:token_revoke": (Probe("login", "POST", data={}, ok=302),),
+    "explorer:live_list": (Probe("login"),),
+    # An interface the server does not have: a message and back to the list, nothing recorded.
+    "explorer:live_start": (Probe("capture", "POST", data={"interface": "no-such-interface0"}, ok=302),),
+    "explorer:live_view": (Probe("live"),),
+    # The live capture was stored already: allowed, it changes nothing.
+    "explorer:live_stop": (Probe("live", "POST", data={}, ok=302),),
 }
 
 C = "/api/captures/{capture_id}"
@@ -186,6 +194,7 @@ API: dict[tuple[str, str], Probe] = {
 WEBSOCKETS: dict[str, Need] = {
     "ws/captures/<int:capture_id>/": "read",
     "ws/captures/<int:capture_id>/live/": "read",
+    "ws/live/<int:live_id>/": "live",
 }
 
 # The three captures by visibility, and their files.
@@ -263,6 +272,14 @@ class World:
     annotations: dict[int, int] = field(default_factory=dict)  # capture id → the owner's annotation
     spares: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    live_id: int = 0
+
+    def live_capture(self) -> int:
+        """Return the id of a live capture of OWNER (stored already), made the first time."""
+        with self.lock:
+            if not self.live_id:
+                self.live_id = shell(self.server, LIVE_CAPTURE.format(owner=OWNER))["id"]
+            return self.live_id
 
     def owner(self) -> httpx.Client:
         return self.roles["owner's token"].client
@@ -307,6 +324,7 @@ ARGUMENTS: dict[str, Callable[[World, int], Any]] = {
     "key": lambda world, capture_id: world.links["revoked"],
     "token_id": lambda world, capture_id: world.tokens["revoked_id"],
     "annotation_id": lambda world, capture_id: world.annotation(capture_id),
+    "live_id": lambda world, capture_id: world.live_capture(),
 }
 
 
@@ -348,6 +366,17 @@ print(json.dumps({{
     "revoked": revoked,
     "revoked_id": revoked_id,
 }}))
+"""
+
+LIVE_CAPTURE = """
+import json
+from django.contrib.auth.models import User
+from explorer.models import LiveCapture
+
+live = LiveCapture.objects.create(
+    owner=User.objects.get(username={owner!r}), name="matrix", source="stream", state="stored"
+)
+print(json.dumps({{"id": live.pk}}))
 """
 
 EXPIRE = """
@@ -614,6 +643,12 @@ def expected(probe: Probe, role: Role, kind: str | None, api: bool) -> str:
         return str(probe.ok) if role.signed_in else "401" if api else "302 to sign-in"
     if probe.need == "staff":
         return str(probe.ok) if role.staff else "302 to the admin's sign-in"
+    if probe.need == "capture":
+        return str(probe.ok) if role.staff else "403" if role.signed_in else "302 to sign-in"
+    if probe.need == "live":
+        if role.staff or role.name in ("owner", "owner's token"):
+            return str(probe.ok)
+        return "404" if api or role.signed_in else "302 to sign-in"
     assert kind is not None
     level = role.rights.get(kind)
     if level is None:
@@ -780,6 +815,7 @@ async def websocket_problems(world: World, route: str, role: Role, kind: str) ->
     """Open the websocket as the role; return what went against the rules."""
     capture_id = world.captures[kind].id
     path = re.sub(r"<(?:\w+:)?capture_id>", str(capture_id), route)
+    path = re.sub(r"<(?:\w+:)?live_id>", str(world.live_capture()), path)
     allowed = expected(Probe(WEBSOCKETS[route]), role, kind, api=True) == "200"
     where = f"{role.name} on the {kind} capture: /{path}"
     url = f"ws://127.0.0.1:{world.server.port}/{path}"
