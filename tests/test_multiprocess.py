@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -123,9 +124,10 @@ async def next_event(ws: ClientConnection, kind: str, timeout: float = 10) -> di
                 return dict(message)
 
 
-async def presence_of(ws: ClientConnection, count: int) -> dict[str, Any]:
+async def presence_of(ws: ClientConnection, count: int, timeout: float = 10) -> dict[str, Any]:
+    """Return the first presence message listing `count` viewers."""
     while True:
-        message = await next_event(ws, "presence")
+        message = await next_event(ws, "presence", timeout)
         if len(message["viewers"]) == count:
             return message
 
@@ -185,3 +187,28 @@ def test_the_upload_rate_limit_counts_the_requests_of_both_servers(pair: tuple[S
         assert upload(through_first, path).status_code == 429
     listed = httpx.get(f"{second.url}/api/captures/", params={"owner": UPLOADER}, headers=headers).json()
     assert len(listed) == UPLOADS_PER_HOUR
+
+
+VIEWERS = 50
+
+
+async def test_fifty_viewers_of_one_capture_all_stay_connected_and_see_each_other(
+    pair: tuple[Server, Server], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    # Each new viewer is answered by every other at once, and over Redis all the connections
+    # of a process share one channel: its capacity must hold VIEWERS² presence messages.
+    first, _ = pair
+    through_first, _ = clients
+    stored = await asyncio.to_thread(upload, through_first, shared_capture("dns-udp.pcap"))
+    assert stored.status_code == 201, stored.text
+    url = f"ws://127.0.0.1:{first.port}/ws/captures/{stored.json()['id']}/live/"
+    headers = first.owner_headers()
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = await asyncio.gather(
+            *(
+                stack.enter_async_context(connect(url, origin=first.url, additional_headers=headers))
+                for _ in range(VIEWERS)
+            )
+        )
+        seen = await asyncio.gather(*(presence_of(ws, VIEWERS, timeout=60) for ws in sockets))
+        assert all(len({v["id"] for v in message["viewers"]}) == VIEWERS for message in seen)
