@@ -176,3 +176,57 @@ def test_it_refuses_a_bad_stream_name_or_method(server: Server) -> None:
     headers = server.owner_headers()
     assert httpx.put(server.url + "/api/live/a b", content=b"", headers=headers).status_code == 404
     assert httpx.get(server.url + "/api/live/name", headers=headers).status_code == 405
+
+
+def single_pass_numbers(path: Path, display_filter: str) -> list[int]:
+    args = ["tshark", "-r", str(path), "-Y", display_filter, "-T", "fields", "-e", "frame.number"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120).stdout
+    return [int(line) for line in out.split()]
+
+
+async def test_a_viewer_sees_only_what_its_display_filter_matches(server: Server) -> None:
+    original = shared_capture("http_espn.pcapng")
+    data = original.read_bytes()
+    half = len(data) // 2
+    url_of = f"ws://127.0.0.1:{server.port}/ws/live/{{}}/"
+    async with httpx.AsyncClient(base_url=server.url, headers=server.owner_headers(), timeout=120) as client:
+        go_on = asyncio.Event()
+
+        async def in_two_halves() -> AsyncIterator[bytes]:
+            async for chunk in chunks_of(data[:half], 20_000, 0.02):
+                yield chunk
+            await go_on.wait()
+            async for chunk in chunks_of(data[half:], 20_000, 0.02):
+                yield chunk
+
+        sending = asyncio.create_task(client.put("/api/live/filtered", content=in_two_halves()))
+        live = await asyncio.to_thread(wait_for_live, server, "filtered", "running")
+        headers = server.owner_headers()
+        async with connect(url_of.format(live["id"]), origin=server.url, additional_headers=headers) as ws:
+            await ws.send(json.dumps({"filter": "http.request &&"}))
+            async with asyncio.timeout(30):
+                while (refused := json.loads(await ws.recv()))["type"] != "live.filter_refused":
+                    pass
+            assert refused["filter"] == "http.request &&" and refused["message"]
+            # Asked half-way: the packets before the filter was applied are matched too.
+            await asyncio.sleep(1)
+            await ws.send(json.dumps({"filter": "http.request"}))
+            messages: list[dict[str, Any]] = []
+            async with asyncio.timeout(120):
+                while not messages or messages[-1]["type"] != "live.snapshot":
+                    messages.append(json.loads(await ws.recv()))
+                go_on.set()
+                while messages[-1]["type"] != "live.ended":
+                    messages.append(json.loads(await ws.recv()))
+        answer = await sending
+    assert answer.status_code == 200, answer.text
+    numbers = sorted(
+        {
+            row["number"]
+            for message in messages
+            if message["type"] in ("live.snapshot", "live.rows") and message["filter"] == "http.request"
+            for row in message["rows"]
+        }
+    )
+    assert numbers == single_pass_numbers(original, "http.request")
+    assert len(numbers) > 50
