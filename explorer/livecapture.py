@@ -49,6 +49,7 @@ MAX_FILTERS = 8
 # A block or record this large is not a packet of a capture stream.
 MAX_BLOCK = 16 * 1024 * 1024
 DECODER_DRAIN_SECONDS = 60
+PUMP_BLOCK = 1024 * 1024
 
 PCAP_MAGICS = {
     b"\xd4\xc3\xb2\xa1": "<",
@@ -149,7 +150,12 @@ def filter_group_name(live_id: int, display_filter: str) -> str:
 
 
 class Feed:
-    """One decoder of the recording and the rows it printed that viewers have not received yet."""
+    """One decoder of the recording and the rows it printed that viewers have not received yet.
+
+    The decoder reads the recording's file, not the bytes as they are received: recording
+    never waits for a slow decoder (which would make dumpcap drop packets), the bytes not yet
+    decoded stay on disk rather than in memory, and a decoder started late reads from the start.
+    """
 
     def __init__(self, recording: Recording, display_filter: str) -> None:
         self.recording = recording
@@ -159,12 +165,34 @@ class Feed:
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
         self.last_number = 0
         self.reader: asyncio.Task[None] | None = None
+        self.pump_task: asyncio.Task[None] | None = None
+        self.more = asyncio.Event()  # set when the file grew or the recording ended
+        self.offset = 0
         live_id = recording.live.pk
         self.group = filter_group_name(live_id, display_filter) if display_filter else group_name(live_id)
 
     async def start(self) -> None:
         await self.decoder.start()
-        self.reader = asyncio.create_task(self.read())
+        self.reader = asyncio.create_task(self.read(), context=contextvars.Context())
+        self.pump_task = asyncio.create_task(self.pump(), context=contextvars.Context())
+
+    async def pump(self) -> None:
+        """Write the file to the decoder as it grows; close its input once the recording ended."""
+        recording = self.recording
+        with open(recording.path, "rb") as handle:
+            while True:
+                if self.offset >= recording.size:
+                    if recording.ended:
+                        break
+                    self.more.clear()
+                    await self.more.wait()
+                    continue
+                block = await asyncio.to_thread(handle.read, min(PUMP_BLOCK, recording.size - self.offset))
+                if not block:
+                    break
+                self.offset += len(block)
+                await self.decoder.write(block)
+        await self.decoder.close_input()
 
     async def read(self) -> None:
         async for row in self.decoder.rows():
@@ -174,13 +202,22 @@ class Feed:
             self.recent.append(cells)
 
     async def finish(self) -> None:
-        await self.decoder.close_input()
-        if self.reader is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self.reader), DECODER_DRAIN_SECONDS)
-            except TimeoutError:
-                log.warning("decoder of live capture %s did not finish", self.recording.live.pk)
+        """Let the decoder read the rest of the file and print its last rows (the recording ended)."""
+        self.more.set()
+        try:
+            async with asyncio.timeout(DECODER_DRAIN_SECONDS):
+                for task in (self.pump_task, self.reader):
+                    if task is not None:
+                        await asyncio.shield(task)
+        except TimeoutError:
+            log.warning("decoder of live capture %s did not finish", self.recording.live.pk)
         await self.decoder.kill()
+
+
+def _append(file: IO[bytes], data: bytes) -> None:
+    """Write and flush, so that the decoders reading the file see the bytes at once."""
+    file.write(data)
+    file.flush()
 
 
 def row_cells(row: PacketRow) -> dict[str, Any]:
@@ -207,6 +244,7 @@ class Recording:
         # (monotonic time, packets) of the last seconds, for the rate
         self.history: deque[tuple[float, int]] = deque(maxlen=20)
         self.finished = False
+        self.ended = False  # no more bytes: decoders read to the end of the file and exit
 
     # ---- life ---------------------------------------------------------------------------------
 
@@ -233,13 +271,6 @@ class Recording:
                 raise NotAStream(f"at most {MAX_FILTERS} different display filters per live capture")
             feed = Feed(self, display_filter)
             await feed.start()
-            if self.size:
-                assert self.file is not None
-                await asyncio.to_thread(self.file.flush)
-                # Blocks of the file so far, so that the new decoder numbers frames as the others.
-                with open(self.path, "rb") as handle:
-                    while block := await asyncio.to_thread(handle.read, 1024 * 1024):
-                        await feed.decoder.write(block)
             self.feeds[display_filter] = feed
             return feed
 
@@ -248,13 +279,12 @@ class Recording:
         complete = self.stream.feed(data)
         if not complete:
             return
-        async with self.lock:
-            assert self.file is not None
-            await asyncio.to_thread(self.file.write, complete)
-            self.hash.update(complete)
-            self.size += len(complete)
-            for feed in list(self.feeds.values()):
-                await feed.decoder.write(complete)
+        assert self.file is not None
+        await asyncio.to_thread(_append, self.file, complete)
+        self.hash.update(complete)
+        self.size += len(complete)
+        for feed in list(self.feeds.values()):
+            feed.more.set()
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_requested.is_set():
@@ -266,6 +296,7 @@ class Recording:
         if self.finished:
             return self.live
         self.finished = True
+        self.ended = True
         reason = self.stop_reason or reason
         for feed in list(self.feeds.values()):
             await feed.finish()
@@ -364,8 +395,8 @@ class Recording:
             await layer.send(reply_to, {"type": "live.refused", "message": error.message})
             return
         # Rows still pending reach the viewer with the next push, through the group.
-        pending = len(feed.pending)
-        rows = list(feed.recent)[: len(feed.recent) - pending] if pending else list(feed.recent)
+        recent = list(feed.recent)
+        rows = recent[: max(0, len(recent) - len(feed.pending))]
         message = {"type": "live.snapshot", "filter": display_filter, "rows": rows, "status": self.status()}
         await layer.send(reply_to, message)
 
