@@ -25,13 +25,16 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
 
     async def connect(self) -> None:
         live_id = int(self.scope["url_route"]["kwargs"]["live_id"])
+        # In the group before its state is read: a capture ending meanwhile is told either way.
+        group = livecapture.group_name(live_id)
+        await self.channel_layer.group_add(group, self.channel_name)
         live = await LiveCapture.objects.filter(pk=live_id).select_related("capture").afirst()
         if live is None or not await livecapture.may_view(self.scope.get("user"), live):
+            await self.channel_layer.group_discard(group, self.channel_name)
             await self.close(code=4404)
             return
         self.live = live
-        self.group = livecapture.group_name(live.pk)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.group = group
         await self.accept()
         if live.state != LiveCapture.State.RUNNING:
             await self.send_json(
