@@ -60,9 +60,19 @@ def memory_kib(pid: int) -> tuple[int, int]:
     return values["VmRSS:"], values["VmHWM:"]
 
 
-def tree_rss_kib(pid: int) -> int:
-    """Resident memory of pid plus all of its descendants, in KiB."""
-    return sum(memory_kib(p)[0] for p in [pid, *descendants(pid)])
+def tree_rss_kib(pid: int, only: str | None = None) -> int:
+    """Resident memory of pid plus all of its descendants in KiB; with only, of those so named."""
+    tree = [pid, *descendants(pid)]
+    if only is not None:
+        tree = [p for p in tree if command_name(p) == only]
+    return sum(memory_kib(p)[0] for p in tree)
+
+
+def command_name(pid: int) -> str:
+    try:
+        return (PROC / str(pid) / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _signal_groups(pids: list[int], sig: signal.Signals) -> None:

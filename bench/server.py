@@ -336,6 +336,9 @@ async def _measure(proc: asyncio.subprocess.Process, port: int, capture: Path, t
             result: dict[str, Any] = {"upload_s": upload_s, "capture_id": capture_id}
             result["load"] = await _measure_load(client, port, capture_id)
             result["memory_after_load_mb"] = sampler.now_mb()
+            # The search summary's tshark pass starts with the upload and runs on for a while
+            # after the load: a one-off job, reported apart from what serving the capture costs.
+            result["memory_after_load_summary_mb"] = tree_rss_kib(proc.pid, only="tshark") / 1024
             total = int(result["load"]["displayed"] or result["load"]["total"])
             pages: dict[str, Any] = {}
             for name, offset in page_offsets(total, PAGE).items():
