@@ -77,20 +77,27 @@ class PacketStream:
         self.header_read = False
         self.pcapng = False
         self.endian = "<"
+        self.damage: NotAStream | None = None
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes received; return the whole records and blocks they complete, in order."""
+        if self.damage is not None:
+            raise self.damage
         self.pending += data
         complete = 0
         if not self.header_read:
             complete = self._header()
             if not self.header_read:
                 return b""
-        while True:
-            size = self._next_size(complete)
-            if size is None or complete + size > len(self.pending):
-                break
-            complete += size
+        try:
+            while True:
+                size = self._next_size(complete)
+                if size is None or complete + size > len(self.pending):
+                    break
+                complete += size
+        except NotAStream as error:
+            # The whole packets before the damage are returned; the next call raises.
+            self.damage = error
         out = bytes(self.pending[:complete])
         del self.pending[:complete]
         return out
@@ -277,14 +284,15 @@ class Recording:
     async def feed(self, data: bytes) -> None:
         """Record received bytes: whole packets go to the file and the decoders; raise NotAStream."""
         complete = self.stream.feed(data)
-        if not complete:
-            return
-        assert self.file is not None
-        await asyncio.to_thread(_append, self.file, complete)
-        self.hash.update(complete)
-        self.size += len(complete)
-        for feed in list(self.feeds.values()):
-            feed.more.set()
+        if complete:
+            assert self.file is not None
+            await asyncio.to_thread(_append, self.file, complete)
+            self.hash.update(complete)
+            self.size += len(complete)
+            for feed in list(self.feeds.values()):
+                feed.more.set()
+        if self.stream.damage is not None:
+            raise self.stream.damage
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_requested.is_set():

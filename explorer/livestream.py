@@ -116,7 +116,11 @@ async def receive_stream(name: str, user: Any, receive: Any) -> tuple[int, dict[
         first += message.get("body", b"")
         more = message.get("more_body", False)
     try:
-        livecapture.PacketStream().feed(first)
+        # The file header only: a damaged packet further on ends the capture, kept until there.
+        header = livecapture.PacketStream()
+        header.feed(first[:24])
+        if header.damage is not None:
+            raise header.damage
     except livecapture.NotAStream as error:
         return 400, {"error": error.message}
     live = await LiveCapture.objects.acreate(owner=user, name=name, source=LiveCapture.Source.STREAM)

@@ -230,3 +230,24 @@ async def test_a_viewer_sees_only_what_its_display_filter_matches(server: Server
     )
     assert numbers == single_pass_numbers(original, "http.request")
     assert len(numbers) > 50
+
+
+def test_it_keeps_the_packets_before_a_damaged_record(server: Server, api: httpx.Client) -> None:
+    data = shared_capture("dns-udp.pcap").read_bytes()
+    whole = data[:24]
+    offset = 24
+    for _ in range(2):  # the header and two whole packets
+        length = int.from_bytes(data[offset + 8 : offset + 12], "little")
+        offset += 16 + length
+    whole = data[:offset]
+    damaged = whole + b"\x00" * 8 + b"\xff\xff\xff\x7f" * 2 + b"junk" * 10
+    answer = httpx.put(
+        server.url + "/api/live/damaged", content=damaged, headers=server.owner_headers(), timeout=60
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert body["state"] == "stored"
+    assert body["message"].startswith("damaged pcap stream: a packet of")
+    capture = api.get(f"/api/captures/{body['capture']}/").json()
+    assert capture["packets"] == 2
+    assert capture["sha256"] == hashlib.sha256(whole).hexdigest()
