@@ -51,6 +51,8 @@ def test_it_shows_rows_arriving_and_stores_the_capture(page: Page, web_server: i
     page.goto("/live/")
     page.select_option("#live-interface", "lo")
     page.fill("#live-filter", f"tcp port {web_server}")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "live-start.png"))
     page.click("#live-start")
     expect(page).to_have_url(re.compile(r"/live/\d+/$"))
     stop = threading.Event()
@@ -84,7 +86,6 @@ def test_it_shows_rows_arriving_and_stores_the_capture(page: Page, web_server: i
         page.fill("#live-display-filter", "http.request")
         page.click("#live-filter-apply")
         expect(rows.nth(3)).to_be_attached()
-        ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "live-capture.png"))
     finally:
         stop.set()
