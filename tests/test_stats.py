@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -229,6 +230,24 @@ def test_protocol_hierarchy_matches_tshark(
     for node in tree:
         assert node["percent_packets"] == pytest.approx(100 * node["packets"] / displayed)
     assert tree[0]["percent_bytes"] <= 100
+
+
+def test_the_hierarchy_of_a_file_cut_short_counts_the_packets_read(api: httpx.Client, tmp_path: Path) -> None:
+    # Cut mid-packet: the list shows the whole packets before the cut, and so does the table,
+    # as tshark's (which exits with an error after printing it).
+    whole = shared_capture("http_espn.pcapng").read_bytes()
+    cut = tmp_path / "cut-short.pcapng"
+    cut.write_bytes(whole[: len(whole) // 2 + 7])
+    ident = upload(api, cut).json()["captures"][0]["id"]
+    tree = get_ok(api, f"/api/captures/{ident}/protocol-hierarchy")
+    out = tshark("-2", "-q", "-r", str(cut), "-z", "io,phs")
+    expected = [
+        (len(m[1]) // 2, m[2], int(m[3]), int(m[4]))
+        for m in re.finditer(r"(?m)^( *)(\S+) +frames:(\d+) bytes:(\d+)\s*$", out)
+    ]
+    assert expected and flatten(tree) == expected
+    shown = get_ok(api, f"/api/captures/{ident}/packets", limit="1")
+    assert tree[0]["packets"] == shown["total"] == len(tshark_numbers(cut, "frame"))
 
 
 def test_a_bad_filter_or_kind_is_a_400_with_the_engines_message(

@@ -291,6 +291,9 @@ async def endpoints(path: Path, kind: str, filter_text: str = "") -> list[Endpoi
     return list(_remember(key, rows))
 
 
+PHS_TITLE = "Protocol Hierarchy Statistics"
+
+
 def parse_protocol_hierarchy(output: str) -> list[tuple[int, str, int, int]]:
     """Parse tshark's io,phs table into (depth, protocol, frames, bytes) lines, in its order."""
     lines = []
@@ -315,9 +318,15 @@ async def protocol_hierarchy(path: Path, filter_text: str = "") -> list[Protocol
     totals = await engine().sessions(path).call("intervals", params, filter_text=expression)
     total_frames, total_bytes = int(totals.get("frames", 0)), int(totals.get("bytes", 0))
     code, output, errors = await _run(commands.tshark_protocol_hierarchy(path, expression or ""))
-    if code != 0:
+    # tshark exits non-zero for a file cut short or damaged after some packets, once it has
+    # printed the table of what it read: the packets the list shows too.
+    if code != 0 and PHS_TITLE not in output:
         message = [line for line in errors.splitlines() if line.startswith("tshark:")]
-        raise EngineError(message[-1].removeprefix("tshark: ") if message else "tshark failed")
+        raise EngineError(
+            message[-1].removeprefix("tshark: ").replace(f'"{path}"', "the capture file")
+            if message
+            else "tshark failed"
+        )
     roots: list[ProtocolNode] = []
     parents: list[ProtocolNode] = []
     for depth, protocol, frames, size in parse_protocol_hierarchy(output):

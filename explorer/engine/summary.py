@@ -19,7 +19,7 @@ from pathlib import Path
 
 from . import commands
 from .errors import EngineError
-from .stats import parse_protocol_hierarchy
+from .stats import PHS_TITLE, parse_protocol_hierarchy
 
 # Distinct words kept of each kind; addresses are kept busiest first, so a capture with more
 # (a scan of a whole network) keeps the ones that carried most packets.
@@ -28,7 +28,6 @@ MAX_NAMES = 5000
 # A summary of a very large capture may take minutes; one that takes longer is given up.
 TIMEOUT_SECONDS = 3600
 
-PHS_TITLE = "Protocol Hierarchy Statistics"
 HOSTS_TITLE = "# TShark hosts output"
 ADDRESS_TITLES = ("IPv4 Statistics/All Addresses:", "IPv6 Statistics/All Addresses:")
 NAME = re.compile(r"[a-z0-9_](?:[a-z0-9_.-]{0,251}[a-z0-9_])?")
