@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -10,6 +12,9 @@ from . import livecapture
 from .engine.errors import EngineError
 from .engine.packets import check_filter
 from .models import LiveCapture
+
+# A recording answers a new viewer at once; this long without an answer means none is left.
+HELLO_TIMEOUT = 10.0
 
 
 class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
@@ -22,6 +27,8 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
     group: str = ""
     filter_group: str = ""
     display_filter: str = ""
+    answered: asyncio.Event
+    waiting: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         live_id = int(self.scope["url_route"]["kwargs"]["live_id"])
@@ -50,13 +57,29 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
 
     async def say_hello(self) -> None:
         """Ask the recording for the latest rows (of the current filter) and its status."""
+        if not hasattr(self, "answered"):
+            self.answered = asyncio.Event()
         if self.live.control_channel:
             await self.channel_layer.send(
                 self.live.control_channel,
                 {"type": "live.hello", "reply_to": self.channel_name, "filter": self.display_filter},
             )
+        if self.waiting is None:
+            self.waiting = asyncio.create_task(self.tell_if_unanswered())
+
+    async def tell_if_unanswered(self) -> None:
+        """Tell the viewer when no server process answers for the recording (it was restarted)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.answered.wait(), HELLO_TIMEOUT)
+            return
+        live = await LiveCapture.objects.aget(pk=self.live.pk)
+        if live.state == LiveCapture.State.RUNNING:
+            message = "no server process is recording this capture any more (was the server restarted?)"
+            await self.send_json({"type": "live.silent", "message": message})
 
     async def disconnect(self, code: int) -> None:
+        if self.waiting is not None:
+            self.waiting.cancel()
         for group in (self.group, self.filter_group):
             if group:
                 await self.channel_layer.group_discard(group, self.channel_name)
@@ -89,10 +112,12 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
             await self.send_json({"type": "live.rows", "filter": message["filter"], "rows": message["rows"]})
 
     async def live_snapshot(self, message: dict[str, Any]) -> None:
+        self.answered.set()
         if message["filter"] == self.display_filter:
             await self.send_json(message)
 
     async def live_status(self, message: dict[str, Any]) -> None:
+        self.answered.set()
         await self.send_json(message)
 
     async def live_refused(self, message: dict[str, Any]) -> None:

@@ -259,3 +259,27 @@ async def open_socket(server: Server, live_id: int, token: str) -> None:
     url = f"ws://127.0.0.1:{server.port}/ws/live/{live_id}/"
     async with connect(url, origin=server.url, additional_headers={"Authorization": f"Token {token}"}) as ws:
         await asyncio.wait_for(ws.recv(), 10)
+
+
+async def test_it_tells_a_viewer_when_no_process_records_the_capture(
+    server: Server, people: dict[str, str]
+) -> None:
+    made = server.manage(
+        "shell",
+        "-c",
+        "from django.contrib.auth.models import User\n"
+        "from explorer.models import LiveCapture\n"
+        f"owner = User.objects.get(username={STAFF!r})\n"
+        "live = LiveCapture.objects.create(owner=owner, name='orphan', source='interface', "
+        "interface='lo', control_channel='livecapture.gone!nobody')\n"
+        "print(live.pk)\n",
+    )
+    assert made.returncode == 0, made.stderr
+    live_id = int(made.stdout.split()[-1])
+    url = f"ws://127.0.0.1:{server.port}/ws/live/{live_id}/"
+    headers = {"Authorization": f"Token {people[STAFF]}"}
+    async with connect(url, origin=server.url, additional_headers=headers) as ws:
+        async with asyncio.timeout(30):
+            while (message := json.loads(await ws.recv()))["type"] != "live.silent":
+                pass
+    assert message["message"].startswith("no server process is recording this capture any more")

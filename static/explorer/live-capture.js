@@ -98,6 +98,9 @@ function onMessage(message) {
     case "live.ended":
       showEnded(message);
       break;
+    case "live.silent":
+      if (!finished) statusLine.textContent = String(message.message || "");
+      break;
   }
 }
 
