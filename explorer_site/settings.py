@@ -101,7 +101,13 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "capacity": CHANNEL_CAPACITY},
+            "CONFIG": {
+                # A connection waits for messages in a blocking read of 5 s (brpop_timeout): the
+                # redis client's default socket timeout, also 5 s, cut it short and closed every
+                # websocket that had been idle that long.
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "capacity": CHANNEL_CAPACITY,
+            },
         }
     }
 else:

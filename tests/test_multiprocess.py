@@ -189,6 +189,29 @@ def test_the_upload_rate_limit_counts_the_requests_of_both_servers(pair: tuple[S
     assert len(listed) == UPLOADS_PER_HOUR
 
 
+# The channel layer waits for messages in blocking reads of this long (channels_redis).
+BLOCKING_READ_S = 5
+
+
+async def test_a_viewer_idle_through_several_blocking_reads_still_gets_pushes(
+    pair: tuple[Server, Server], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    first, second = pair
+    through_first, _ = clients
+    stored = await asyncio.to_thread(upload, through_first, shared_capture("dns-udp.pcap"))
+    assert stored.status_code == 201, stored.text
+    capture_id = stored.json()["id"]
+    url = f"ws://127.0.0.1:{second.port}/ws/captures/{capture_id}/live/"
+    async with connect(url, origin=second.url, additional_headers=first.owner_headers()) as idle:
+        await presence_of(idle, 1)
+        await asyncio.sleep(2.5 * BLOCKING_READ_S)
+        answer = await asyncio.to_thread(
+            through_first.post, f"/api/captures/{capture_id}/annotations", json={"frame": 1, "text": "Later"}
+        )
+        assert answer.status_code == 201, answer.text
+        assert (await next_event(idle, "annotation.created"))["annotation"] == answer.json()
+
+
 VIEWERS = 50
 
 
