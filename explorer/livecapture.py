@@ -293,6 +293,9 @@ class Recording:
                 feed.more.set()
         if self.stream.damage is not None:
             raise self.stream.damage
+        limit = max_stream_bytes()
+        if self.size > limit:
+            self.request_stop(f"reached the size limit of {limit // (1024 * 1024)} MB")
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_requested.is_set():

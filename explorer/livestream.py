@@ -127,7 +127,6 @@ async def receive_stream(name: str, user: Any, receive: Any) -> tuple[int, dict[
     recording = livecapture.Recording(live)
     await recording.start()
     reason = "the stream ended"
-    limit = livecapture.max_stream_bytes()
     try:
         await recording.feed(first)
         stopper = asyncio.create_task(recording.stop_requested.wait())
@@ -143,8 +142,6 @@ async def receive_stream(name: str, user: Any, receive: Any) -> tuple[int, dict[
                 break
             await recording.feed(message.get("body", b""))
             more = message.get("more_body", False)
-            if recording.size > limit:
-                recording.request_stop(f"reached the size limit of {limit // (1024 * 1024)} MB")
         stopper.cancel()
     except livecapture.NotAStream as error:
         reason = error.message

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from .conftest import COLUMN_FIELDS, Server, all_packets, shared_capture, tshark_rows
+from .conftest import COLUMN_FIELDS, TEST_UPLOAD_LIMIT_MB, Server, all_packets, shared_capture, tshark_rows
 
 pytestmark = pytest.mark.engine
 
@@ -251,3 +251,29 @@ def test_it_keeps_the_packets_before_a_damaged_record(server: Server, api: httpx
     capture = api.get(f"/api/captures/{body['capture']}/").json()
     assert capture["packets"] == 2
     assert capture["sha256"] == hashlib.sha256(whole).hexdigest()
+
+
+async def test_it_stores_a_stream_when_it_reaches_the_size_limit(server: Server, api: httpx.Client) -> None:
+    data = shared_capture("bro.org.pcap").read_bytes()
+    records = data[24:]
+    limit = TEST_UPLOAD_LIMIT_MB * 1024 * 1024
+
+    async def endless() -> AsyncIterator[bytes]:
+        yield data[:24]
+        while True:
+            yield records
+            await asyncio.sleep(0.01)
+
+    async with httpx.AsyncClient(base_url=server.url, headers=server.owner_headers(), timeout=120) as client:
+        try:
+            answer = await client.put("/api/live/too-big", content=endless())
+        except httpx.TransportError:
+            # The server answered and closed while the body was still being sent.
+            answer = None
+    live = await asyncio.to_thread(wait_for_live, server, "too-big", "stored")
+    assert live["message"] == f"reached the size limit of {TEST_UPLOAD_LIMIT_MB} MB"
+    if answer is not None:
+        assert answer.status_code == 200, answer.text
+    capture = api.get(f"/api/captures/{live['capture']}/").json()
+    assert limit < capture["size"] <= limit + len(records) + 1024 * 1024
+    assert capture["sha256"] == hashlib.sha256((data[:24] + records * 100)[: capture["size"]]).hexdigest()
