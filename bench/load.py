@@ -613,6 +613,8 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine_info(),
+        # Other work on the machine skews every figure: the 1-minute load average before the run.
+        "load_average_before": os.getloadavg()[0],
         "capture": {"packets": capture.packets, "file_size": capture.file_size},
         "setup": {
             "viewers": args.viewers,
@@ -678,7 +680,8 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{results['date']} · {results['capture']['packets']:,} packets · "
         f"{results['capture']['file_size'] / 1e6:.0f} MB · {machine['cpu_count']} CPUs · "
-        f"{setup['processes']} daphne process(es) on {setup['backends']} · {machine['tshark_version']}",
+        f"{setup['processes']} daphne process(es) on {setup['backends']} · {machine['tshark_version']} · "
+        f"load average {results['load_average_before']:.2f} before the run.",
         "",
         f"{setup['viewers']} viewers, each a user of one team, for {setup['seconds']:.0f} s: "
         "page (100 rows at a random offset), open a packet of the page, and "
