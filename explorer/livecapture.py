@@ -22,7 +22,8 @@ import struct
 import time
 import uuid
 from collections import deque
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from channels.layers import get_channel_layer
@@ -78,22 +79,36 @@ class PacketStream:
         self.pcapng = False
         self.endian = "<"
         self.damage: NotAStream | None = None
+        # The file header (pcap) or every block that is not a packet (pcapng): what a file
+        # needs before packets of this stream, when they are split into several files.
+        self.preamble = bytearray()
+        # Of the bytes the last call returned: where each record or block starts, and where a
+        # file may be split at the earliest (after the last header block among them).
+        self.starts: list[int] = []
+        self.earliest_split = 0
 
     def feed(self, data: bytes) -> bytes:
         """Take bytes received; return the whole records and blocks they complete, in order."""
         if self.damage is not None:
             raise self.damage
         self.pending += data
+        self.starts, self.earliest_split = [], 0
         complete = 0
         if not self.header_read:
             complete = self._header()
             if not self.header_read:
                 return b""
+            self.preamble += self.pending[:complete]
+            self.earliest_split = complete
         try:
             while True:
                 size = self._next_size(complete)
                 if size is None or complete + size > len(self.pending):
                     break
+                self.starts.append(complete)
+                if self.pcapng and self._kind(complete) not in PCAPNG_PACKET_BLOCKS:
+                    self.preamble += self.pending[complete : complete + size]
+                    self.earliest_split = complete + size
                 complete += size
         except NotAStream as error:
             # The whole packets before the damage are returned; the next call raises.
@@ -121,6 +136,9 @@ class PacketStream:
             return 0
         self.endian, self.header_read = PCAP_MAGICS[magic], True
         return 24
+
+    def _kind(self, offset: int) -> int:
+        return int(struct.unpack_from(self.endian + "I", self.pending, offset)[0])
 
     def _next_size(self, offset: int) -> int | None:
         if self.pcapng:
@@ -184,21 +202,43 @@ class Feed:
         self.pump_task = asyncio.create_task(self.pump(), context=contextvars.Context())
 
     async def pump(self) -> None:
-        """Write the file to the decoder as it grows; close its input once the recording ended."""
+        """Write the files to the decoder as they grow; close its input once the recording ended."""
         recording = self.recording
-        with open(recording.path, "rb") as handle:
+        number, offset = 0, 0
+        handle: IO[bytes] | None = None
+        try:
             while True:
-                if self.offset >= recording.size:
-                    if recording.ended:
+                segment = recording.segment_from(number)
+                if segment.number != number or handle is None:
+                    # The first file, the next one, or the oldest one left (the others were
+                    # dropped from the ring before the decoder reached them).
+                    if handle is not None:
+                        handle.close()
+                    number, offset = segment.number, segment.skip
+                    try:
+                        handle = open(segment.path, "rb")  # noqa: SIM115 - closed here
+                    except FileNotFoundError:
+                        handle = None
+                        continue
+                if offset < segment.size:
+                    handle.seek(offset)
+                    block = await asyncio.to_thread(handle.read, min(PUMP_BLOCK, segment.size - offset))
+                    if not block:
                         break
+                    offset += len(block)
+                    await self.decoder.write(block)
+                elif segment is not recording.segments[-1]:
+                    number += 1
+                    handle.close()
+                    handle = None
+                elif recording.ended:
+                    break
+                else:
                     self.more.clear()
                     await self.more.wait()
-                    continue
-                block = await asyncio.to_thread(handle.read, min(PUMP_BLOCK, recording.size - self.offset))
-                if not block:
-                    break
-                self.offset += len(block)
-                await self.decoder.write(block)
+        finally:
+            if handle is not None:
+                handle.close()
         await self.decoder.close_input()
 
     async def read(self) -> None:
@@ -227,17 +267,47 @@ def _append(file: IO[bytes], data: bytes) -> None:
     file.flush()
 
 
+def _size_and_digest(path: Path) -> tuple[int, str]:
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        while block := handle.read(PUMP_BLOCK):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
 def row_cells(row: PacketRow) -> dict[str, Any]:
     return asdict(row)
+
+
+@dataclass
+class Segment:
+    """One file of a recording: the only one, or one of a ring buffer's."""
+
+    number: int
+    path: Path
+    skip: int = 0  # bytes at its start repeating what earlier files said (headers)
+    size: int = 0
+
+
+@dataclass(frozen=True)
+class Ring:
+    """Keep only the packets of the last `files` files of about `kilobytes` each."""
+
+    files: int
+    kilobytes: int
 
 
 class Recording:
     """Packets of one live capture being received in this process."""
 
-    def __init__(self, live: LiveCapture) -> None:
+    def __init__(self, live: LiveCapture, ring: Ring | None = None) -> None:
         self.live = live
+        self.ring = ring
         self.stream = PacketStream()
         self.path = staging_dir() / f"live-{live.pk}-{uuid.uuid4().hex}.part"
+        self.segments = [Segment(0, self.path)]
         self.file: IO[bytes] | None = None
         self.hash = hashlib.sha256()
         self.size = 0
@@ -285,17 +355,70 @@ class Recording:
         """Record received bytes: whole packets go to the file and the decoders; raise NotAStream."""
         complete = self.stream.feed(data)
         if complete:
-            assert self.file is not None
-            await asyncio.to_thread(_append, self.file, complete)
-            self.hash.update(complete)
-            self.size += len(complete)
+            written = 0
+            if self.ring is not None:
+                # Split at the record or block where the current file reaches its size (never
+                # before a header block of these bytes: the next file starts with all of them).
+                limit = self.ring.kilobytes * 1024
+                for start in self.stream.starts:
+                    segment = self.segments[-1]
+                    if start > written and start >= self.stream.earliest_split:
+                        if segment.size + start - written >= limit and segment.size > segment.skip:
+                            await self.write(complete[written:start])
+                            written = start
+                            await self.rotate()
+            await self.write(complete[written:])
             for feed in list(self.feeds.values()):
                 feed.more.set()
         if self.stream.damage is not None:
             raise self.stream.damage
         limit = max_stream_bytes()
-        if self.size > limit:
+        if sum(segment.size for segment in self.segments) > limit:
             self.request_stop(f"reached the size limit of {limit // (1024 * 1024)} MB")
+
+    async def write(self, data: bytes) -> None:
+        assert self.file is not None
+        await asyncio.to_thread(_append, self.file, data)
+        self.hash.update(data)
+        self.size += len(data)
+        self.segments[-1].size += len(data)
+
+    async def rotate(self) -> None:
+        """Start the next file of the ring with the headers so far; drop the oldest beyond its count."""
+        assert self.file is not None and self.ring is not None
+        await asyncio.to_thread(self.file.close)
+        number = self.segments[-1].number + 1
+        preamble = bytes(self.stream.preamble)
+        segment = Segment(
+            number, self.path.with_suffix(f".{number}.part"), skip=len(preamble), size=len(preamble)
+        )
+        self.file = open(segment.path, "wb")  # noqa: SIM115 - closed in finish() or the next rotation
+        await asyncio.to_thread(_append, self.file, preamble)
+        self.segments.append(segment)
+        while len(self.segments) > self.ring.files:
+            # A decoder still reading it keeps its open file: unlinking only drops the name.
+            await asyncio.to_thread(self.segments.pop(0).path.unlink, missing_ok=True)
+
+    def segment_from(self, number: int) -> Segment:
+        """Return the file of this number, or the oldest one kept when it was dropped."""
+        for segment in self.segments:
+            if segment.number >= number:
+                return segment
+        return self.segments[-1]
+
+    async def stored_file(self) -> StagedFile:
+        """Return the file to store: the only one, or the ring's files joined into one."""
+        name = f"{self.live.name}.pcapng"
+        if len(self.segments) == 1 and self.segments[0].number == 0:
+            return StagedFile(self.path, name, self.size, self.hash.hexdigest())
+        joined = self.path.with_suffix(".ring.part")
+        try:
+            await dumpcap.concatenate([segment.path for segment in self.segments], joined)
+        finally:
+            for segment in self.segments:
+                segment.path.unlink(missing_ok=True)
+        size, digest = await asyncio.to_thread(_size_and_digest, joined)
+        return StagedFile(joined, name, size, digest)
 
     def request_stop(self, reason: str) -> None:
         if not self.stop_requested.is_set():
@@ -317,13 +440,15 @@ class Recording:
         if self.file is not None:
             await asyncio.to_thread(self.file.close)
         RECORDINGS.pop(self.live.pk, None)
-        staged = StagedFile(self.path, f"{self.live.name}.pcapng", self.size, self.hash.hexdigest())
         live = self.live
         live.stopped_at = timezone.now()
         live.control_channel = ""
+        if self.segments[0].number > 0:
+            reason = f"{reason}; the ring buffer kept the last {len(self.segments)} files"
         try:
+            staged = await self.stored_file()
             capture = await captures.store(staged, live.owner)
-        except NotACapture as error:
+        except (NotACapture, dumpcap.CaptureRefused) as error:
             live.state = LiveCapture.State.FAILED
             live.message = f"{reason}; nothing could be stored: {error.message}"[:500]
         else:
@@ -433,7 +558,7 @@ async def may_view(user: Any, live: LiveCapture) -> bool:
 
 
 async def start_interface(
-    owner: Any, interface: str, capture_filter: str, limits: dumpcap.Limits
+    owner: Any, interface: str, capture_filter: str, limits: dumpcap.Limits, ring: Ring | None = None
 ) -> LiveCapture:
     """Check the interface and filter, then record from them in the background; raise CaptureRefused."""
     await dumpcap.check(interface, capture_filter)
@@ -449,7 +574,7 @@ async def start_interface(
         interface=interface,
         capture_filter=capture_filter,
     )
-    recording = Recording(live)
+    recording = Recording(live, ring)
     await recording.start()
     # A context of its own: the request's (with its database thread) ends before the recording.
     task = asyncio.create_task(_record_interface(recording, process), context=contextvars.Context())

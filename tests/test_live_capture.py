@@ -283,3 +283,65 @@ async def test_it_tells_a_viewer_when_no_process_records_the_capture(
             while (message := json.loads(await ws.recv()))["type"] != "live.silent":
                 pass
     assert message["message"].startswith("no server process is recording this capture any more")
+
+
+async def test_a_ring_buffer_keeps_the_last_files(
+    server: Server, people: dict[str, str], web_server: int
+) -> None:
+    client = signed_in(server, STAFF)
+    answer = start(
+        client, interface="lo", filter=f"tcp port {web_server}", ring_files="2", ring_kilobytes="16"
+    )
+    live_id = live_id_of(answer)
+    url = f"ws://127.0.0.1:{server.port}/ws/live/{live_id}/"
+    headers = {"Authorization": f"Token {people[STAFF]}"}
+    lengths: dict[int, str] = {}
+    async with connect(url, origin=server.url, additional_headers=headers) as ws:
+
+        async def receive() -> dict[str, Any]:
+            async with asyncio.timeout(120):
+                while True:
+                    message = json.loads(await ws.recv())
+                    for row in (
+                        message.get("rows", []) if message["type"] in ("live.rows", "live.snapshot") else []
+                    ):
+                        lengths[row["number"]] = str(row["length"])
+                    if message["type"] == "live.ended":
+                        return dict(message)
+
+        receiving = asyncio.create_task(receive())
+        await asyncio.sleep(1)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_server}") as web:
+            for index in range(80):
+                await web.get(f"/page{index % 50}.txt")
+        await asyncio.sleep(1.5)
+        await asyncio.to_thread(post_form, client, f"/live/{live_id}/stop/")
+        ended = await receiving
+    assert ended["state"] == "stored", ended
+    assert ended["message"] == "stopped; the ring buffer kept the last 2 files"
+    recorded = ended["status"]["packets"]
+    assert sorted(lengths) == list(range(1, recorded + 1))
+    capture_id = int(ended["capture_url"].strip("/").split("/")[-1])
+    with server.client(STAFF) as api:
+        capture = api.get(f"/api/captures/{capture_id}/").json()
+        kept = capture["packets"]
+        assert 0 < kept < recorded // 2
+        assert capture["size"] < 3 * 16 * 1024
+        stored = all_packets(api, capture_id)
+    # The stored packets are the last ones recorded, in order.
+    assert [str(row["length"]) for row in stored] == [
+        lengths[n] for n in range(recorded - kept + 1, recorded + 1)
+    ]
+    assert not [
+        path for path in (server.captures_dir / ".staging").iterdir() if path.name.startswith("live-")
+    ]
+    client.close()
+
+
+def test_it_refuses_half_a_ring_buffer(server: Server, people: dict[str, str]) -> None:
+    client = signed_in(server, STAFF)
+    start(client, interface="lo", ring_files="3")
+    assert page_error(client) == (
+        "Capture not started: a ring buffer needs a number of files (2 or more) and a file size"
+    )
+    client.close()

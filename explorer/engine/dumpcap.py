@@ -7,6 +7,7 @@ import os
 import re
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 
 from .commands import _binary
 
@@ -148,3 +149,23 @@ async def failure(process: asyncio.subprocess.Process) -> str:
     err = (await process.stderr.read()).decode(errors="replace")
     code = await process.wait()
     return "" if code == 0 or code == -signal.SIGINT else _last_words(err) or f"dumpcap exited with {code}"
+
+
+def concatenate_command(paths: list[Path], destination: Path) -> list[str]:
+    """Return the command that writes the packets of several files, one file after another, to one."""
+    return [_binary("mergecap"), "-a", "-w", str(destination), "--", *map(str, paths)]
+
+
+async def concatenate(paths: list[Path], destination: Path) -> None:
+    """Join capture files end to end into destination; raise CaptureRefused if mergecap fails."""
+    process = await asyncio.create_subprocess_exec(
+        *concatenate_command(paths, destination),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    _, err = await process.communicate()
+    if process.returncode != 0:
+        destination.unlink(missing_ok=True)
+        raise CaptureRefused(_last_words(err.decode(errors="replace")) or "mergecap failed")

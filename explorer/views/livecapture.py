@@ -15,13 +15,14 @@ from ..models import LiveCapture
 from .common import not_found_page
 
 LIMIT_FIELDS = {"seconds": "duration", "packets": "packets", "kilobytes": "size"}
+RING_FIELDS = {"ring_files": "ring buffer's number of files", "ring_kilobytes": "ring buffer's file size"}
 MAX_LIMIT = 10**9
 
 
-def _limits(request: HttpRequest) -> dumpcap.Limits:
-    """Return the limits of the start form; raise CaptureRefused for one that is not a whole number."""
+def _numbers(request: HttpRequest, fields: dict[str, str]) -> dict[str, int | None]:
+    """Return the whole numbers of these form fields (None when empty); raise CaptureRefused."""
     values: dict[str, int | None] = {}
-    for field, label in LIMIT_FIELDS.items():
+    for field, label in fields.items():
         text = request.POST.get(field, "").strip()
         if not text:
             values[field] = None
@@ -29,7 +30,23 @@ def _limits(request: HttpRequest) -> dumpcap.Limits:
             values[field] = int(text)
         else:
             raise dumpcap.CaptureRefused(f"the {label} limit must be a whole number from 1 to {MAX_LIMIT}")
-    return dumpcap.Limits(**values)
+    return values
+
+
+def _limits(request: HttpRequest) -> dumpcap.Limits:
+    """Return the limits of the start form; raise CaptureRefused for one that is not a whole number."""
+    return dumpcap.Limits(**_numbers(request, LIMIT_FIELDS))
+
+
+def _ring(request: HttpRequest) -> livecapture.Ring | None:
+    """Return the ring buffer of the start form, if any; raise CaptureRefused for half of one."""
+    values = _numbers(request, RING_FIELDS)
+    files, kilobytes = values["ring_files"], values["ring_kilobytes"]
+    if files is None and kilobytes is None:
+        return None
+    if files is None or kilobytes is None or files < 2:
+        raise dumpcap.CaptureRefused("a ring buffer needs a number of files (2 or more) and a file size")
+    return livecapture.Ring(files, kilobytes)
 
 
 async def _live_for(request: HttpRequest, live_id: int) -> LiveCapture:
@@ -76,9 +93,9 @@ async def live_start(request: HttpRequest) -> HttpResponse:
     if not await livecapture.may_capture(user):
         raise PermissionDenied("you may not capture on this server's interfaces")
     try:
-        limits = _limits(request)
+        limits, ring = _limits(request), _ring(request)
         live = await livecapture.start_interface(
-            user, request.POST.get("interface", ""), request.POST.get("filter", "").strip(), limits
+            user, request.POST.get("interface", ""), request.POST.get("filter", "").strip(), limits, ring
         )
     except dumpcap.CaptureRefused as error:
         messages.error(request, f"Capture not started: {error.message}")
