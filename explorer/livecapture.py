@@ -219,6 +219,8 @@ class Feed:
                         handle = open(segment.path, "rb")  # noqa: SIM115 - closed here
                     except FileNotFoundError:
                         handle = None
+                        if segment is recording.segments[-1] or recording.ended:
+                            break  # stored or removed: nothing more to read
                         continue
                 if offset < segment.size:
                     handle.seek(offset)
@@ -258,6 +260,9 @@ class Feed:
                         await asyncio.shield(task)
         except TimeoutError:
             log.warning("decoder of live capture %s did not finish", self.recording.live.pk)
+        for task in (self.pump_task, self.reader):
+            if task is not None:
+                task.cancel()
         await self.decoder.kill()
 
 
@@ -344,6 +349,8 @@ class Recording:
         async with self.lock:
             if display_filter in self.feeds:
                 return self.feeds[display_filter]
+            if self.ended:
+                raise NotAStream("the live capture has ended")
             if len(self.feeds) > MAX_FILTERS:
                 raise NotAStream(f"at most {MAX_FILTERS} different display filters per live capture")
             feed = Feed(self, display_filter)
@@ -433,7 +440,11 @@ class Recording:
         self.ended = True
         reason = self.stop_reason or reason
         for feed in list(self.feeds.values()):
-            await feed.finish()
+            try:
+                await feed.finish()
+            except Exception:
+                # A decoder that failed loses rows of the live view, never packets of the file.
+                log.exception("decoder of live capture %s failed", self.live.pk)
         for task in self.tasks:
             task.cancel()
         await self.push_pending()
