@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import IntegrityError
 from django.db.models import Q, QuerySet
@@ -279,11 +280,20 @@ async def _summarize_in_turn(capture_id: int, path: Path) -> None:
         log.exception("no summary of capture %s", capture_id)
 
 
+async def _queue_for_worker(capture_id: int) -> None:
+    # Empty protocols put the capture in the worker's queue (explorer/worker.py); until the
+    # worker is done, the search finds it by name, tags and comments only.
+    await Capture.objects.filter(pk=capture_id).aupdate(protocols="")
+
+
 def schedule_summary(capture: Capture) -> None:
     """Fill the capture's hosts and protocols in the background, after the current request."""
     # A context of its own: the request's would send the task's database calls to the
     # request's thread executor, which is gone once the response is sent.
-    summary = _summarize_in_turn(capture.pk, capture.path)
+    if settings.SUMMARY_WORKER:
+        summary = _queue_for_worker(capture.pk)
+    else:
+        summary = _summarize_in_turn(capture.pk, capture.path)
     task = asyncio.get_running_loop().create_task(summary, context=contextvars.Context())
     # The loop keeps only a weak reference to a task: this set keeps it until it is done.
     _summaries.add(task)

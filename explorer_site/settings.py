@@ -167,6 +167,9 @@ ENGINE_MEMORY_MB = env_int("ENGINE_MEMORY_MB", 4096)
 ENGINE_MAX_PROCESSES = env_int("ENGINE_MAX_PROCESSES", 8)
 ENGINE_BUSY_WAIT_SECONDS = env_int("ENGINE_BUSY_WAIT_SECONDS", 30)
 PREVIEW_ROWS = env_int("PREVIEW_ROWS", 200)
+# Search summaries (a tshark pass over each upload) in `manage.py run_worker` instead of in the
+# server process that stored the capture.
+SUMMARY_WORKER = env_bool("SUMMARY_WORKER", False)
 
 LOGGING = {
     "version": 1,

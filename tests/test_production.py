@@ -119,7 +119,7 @@ def compose() -> dict[str, Any]:
 def test_the_compose_file_runs_the_app_on_postgresql_and_redis_with_a_captures_volume() -> None:
     document = compose()
     services = document["services"]
-    assert {"app", "migrate", "postgres", "redis"} <= set(services)
+    assert {"app", "worker", "migrate", "postgres", "redis"} <= set(services)
     app = services["app"]
     environment = app["environment"]
     assert environment["DEBUG"] == "0"
@@ -134,6 +134,9 @@ def test_the_compose_file_runs_the_app_on_postgresql_and_redis_with_a_captures_v
     assert app["command"][:1] == ["daphne"] and "explorer_site.asgi:application" in app["command"]
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["environment"] == environment
+    worker = services["worker"]
+    assert worker["command"][-1] == "run_worker" and environment["SUMMARY_WORKER"] == "1"
+    assert worker["environment"] == environment and worker["volumes"] == app["volumes"]
     # Every setting the deployment gives is one the app reads.
     settings = (ROOT / "explorer_site" / "settings.py").read_text()
     for name in environment:

@@ -1,0 +1,64 @@
+"""The summary worker: summarize captures in a process of its own, fed from the database.
+
+With SUMMARY_WORKER=1 the server processes leave the search summaries to `manage.py run_worker`.
+The queue is the captures table itself: a capture whose protocols are empty has no summary yet
+(an upload, or a key log attached since), so a stopped server or worker loses nothing; the next
+worker to start picks the capture up. On PostgreSQL several workers share the work: each locks
+the capture it summarizes and the others skip it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from asgiref.sync import async_to_sync
+from django.db import connection, transaction
+
+from . import annotations as notes
+from .engine import summary as engine_summary
+from .engine.errors import EngineError
+from .models import Capture
+from .search import words_field
+
+log = logging.getLogger(__name__)
+
+
+def summarize_next(failed: set[int]) -> int | None:
+    """Summarize the oldest capture without a summary that no other worker holds; return its id."""
+    with transaction.atomic():
+        waiting = Capture.objects.filter(protocols="").exclude(pk__in=failed).order_by("pk")
+        if connection.features.has_select_for_update_skip_locked:
+            # The row stays locked while the summary runs: a worker that dies releases it.
+            waiting = waiting.select_for_update(skip_locked=True, of=("self",))
+        capture = waiting.first()
+        if capture is None:
+            return None
+        try:
+            found = asyncio.run(engine_summary.summarize(capture.path))
+        except EngineError as error:
+            # Tried again when the worker restarts; an unreadable file would otherwise be retried forever.
+            log.warning("no summary of capture %s: %s", capture.pk, error.message)
+            failed.add(capture.pk)
+            return capture.pk
+        Capture.objects.filter(pk=capture.pk).update(
+            hosts=words_field(found.hosts), protocols=words_field(found.protocols)
+        )
+    # The file's own comments become annotations, which the search looks through.
+    async_to_sync(notes.read_file_comments)(capture)
+    return capture.pk
+
+
+def run(poll_seconds: float, once: bool = False) -> None:
+    """Summarize captures as they come; with once, stop when none is left."""
+    failed: set[int] = set()
+    while True:
+        started = time.monotonic()
+        done = summarize_next(failed)
+        if done is not None:
+            log.info("summarized capture %s in %.1f s", done, time.monotonic() - started)
+            continue
+        if once:
+            return
+        time.sleep(poll_seconds)

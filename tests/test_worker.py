@@ -1,0 +1,121 @@
+"""The summary worker: with SUMMARY_WORKER=1, `manage.py run_worker` summarizes what the servers store."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from .conftest import OWNER, ROOT, Server, shared_capture, upload
+from .services import PostgresServer, RedisServer
+
+pytestmark = [pytest.mark.services, pytest.mark.engine]
+
+
+@pytest.fixture(scope="module")
+def queued(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
+) -> Iterator[Server]:
+    server = Server(
+        tmp_path_factory.mktemp("queued"),
+        DATABASE_URL=postgres_server.create_database("worker"),
+        REDIS_URL=redis_server.new_database_url(),
+        SUMMARY_WORKER="1",
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def api(queued: Server) -> Iterator[httpx.Client]:
+    with queued.client(OWNER) as client:
+        yield client
+
+
+def stored(api: httpx.Client, name: str) -> int:
+    answer = upload(api, shared_capture(name))
+    assert answer.status_code == 201, answer.text
+    return int(answer.json()["id"])
+
+
+def found(api: httpx.Client, word: str) -> set[int]:
+    answer = api.get("/api/captures/", params={"q": word})
+    assert answer.status_code == 200, answer.text
+    return {capture["id"] for capture in answer.json()}
+
+
+def wait_found(api: httpx.Client, word: str, capture_id: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while capture_id not in found(api, word):
+        assert time.monotonic() < deadline, f"capture {capture_id} never found by {word!r}"
+        time.sleep(0.2)
+
+
+def worker_command(*options: str) -> list[str]:
+    return [sys.executable, str(ROOT / "manage.py"), "run_worker", "--poll", "0.2", *options]
+
+
+def test_the_worker_summarizes_what_the_server_stores_and_what_was_stored_while_it_was_away(
+    queued: Server, api: httpx.Client
+) -> None:
+    # Found by protocols their names do not hold: only once they are summarized.
+    first = stored(api, "dns-udp.pcap")
+    # The server itself would have summarized so small a capture well within this.
+    time.sleep(3)
+    assert first not in found(api, "eth")
+
+    worker = subprocess.Popen(worker_command(), env=queued.env, cwd=ROOT, start_new_session=True)
+    try:
+        wait_found(api, "eth", first)
+        second = stored(api, "http_google.pcapng")
+        wait_found(api, "tcp", second)
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(30)
+
+    # Nothing runs now: the capture waits in the database for the next worker.
+    third = stored(api, "icmp_echo.pcapng")
+    time.sleep(1)
+    assert third not in found(api, "eth")
+    done = queued.manage("run_worker", "--once")
+    assert done.returncode == 0, done.stderr
+    assert third in found(api, "eth")
+
+
+def test_two_workers_share_the_queue_and_summarize_each_capture_once(
+    queued: Server, api: httpx.Client
+) -> None:
+    names = [
+        "dns-tcp.pcap",
+        "http-vlan-0.pcap",
+        "icmp_traceroute.pcapng",
+        "arppoison.pcapng",
+        "ndpi-sip.pcap",
+    ]
+    ids = {stored(api, name) for name in names}
+    workers = [
+        subprocess.Popen(
+            worker_command("--once"), env=queued.env, cwd=ROOT, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    logs = [worker.communicate(timeout=120)[1] for worker in workers]
+    assert [worker.returncode for worker in workers] == [0, 0], logs
+    summarized = [int(number) for log in logs for number in re.findall(r"summarized capture (\d+)", log)]
+    assert sorted(summarized) == sorted(ids), logs
+    waiting = queued.manage(
+        "shell",
+        "-v",
+        "0",
+        "-c",
+        "from explorer.models import Capture; print(Capture.objects.filter(protocols='').count())",
+    )
+    assert waiting.stdout.split() == ["0"], waiting.stderr
