@@ -60,6 +60,7 @@ LOAD_TIMEOUT_S = 900.0
 INDEX_TIMEOUT_S = 900.0
 SAMPLE_EVERY_S = 0.5
 RETRY_STATUSES = {202, 409, 423, 425, 503, 504}
+TIMELINE_STEP_S = 10
 SEARCH_WORD = "tcp"  # a protocol of every upload: found once its summary is stored
 
 
@@ -478,9 +479,26 @@ async def measure_viewers(
         "page": recorder.summary("page", window),
         "details": recorder.summary("details", window),
     }
+    result["new_filter"]["starts_at_s"] = window[0] - (until - args.seconds)
+    result["timeline"] = timeline(recorder, until - args.seconds, args.seconds)
     result["errors"] = len(recorder.errors)
     result["error_samples"] = recorder.errors[:10]
     return result
+
+
+def timeline(recorder: Recorder, start: float, seconds: float) -> list[dict[str, Any]]:
+    """Page and details latency in TIMELINE_STEP_S slices of the viewers' time, in order."""
+    slices = []
+    for begin in range(0, max(int(seconds), 1), TIMELINE_STEP_S):
+        window = (start + begin, start + begin + TIMELINE_STEP_S)
+        samples = [
+            latency
+            for kind in ("page", "details")
+            for ended, latency in recorder.latencies.get(kind, [])
+            if window[0] <= ended < window[1]
+        ]
+        slices.append({"from_s": begin, **percentiles(samples)})
+    return slices
 
 
 # ---- the uploads ------------------------------------------------------------------------------
@@ -698,7 +716,8 @@ def markdown(results: dict[str, Any]) -> str:
         latency_row("Packet details, during the new filter", viewers["during_new_filter"]["details"]),
         "",
         f"- New filter: {time_text(viewers['new_filter']['seconds'])} "
-        f"({viewers['new_filter']['displayed']} packets displayed).",
+        f"({viewers['new_filter']['displayed']} packets displayed), "
+        f"from {viewers['new_filter']['starts_at_s']:.0f} s into the viewers' time.",
         f"- Requests: {viewers['requests']:,}; errors: **{viewers['errors']}**.",
         f"- Upload of the shared capture: {time_text(viewers['upload_s'])}; first page once loaded: "
         + ", ".join(time_text(s) for s in viewers["load_s"])
@@ -707,6 +726,14 @@ def markdown(results: dict[str, Any]) -> str:
         f"{viewers['memory_loaded_mb']:.0f} MB loaded, "
         f"{viewers['memory_viewing_mb']:.0f} MB with the viewers, "
         f"{results['memory_peak_mb']:.0f} MB peak.",
+    ]
+    lines += [
+        "",
+        "Page and details together, by slice of the viewers' time (ended within it):",
+        "",
+        "| from | count | p50 | p95 | max |",
+        "|---|---|---|---|---|",
+        *(latency_row(f"{piece['from_s']} s", piece) for piece in viewers["timeline"]),
     ]
     uploads = results.get("uploads")
     if uploads:
