@@ -11,6 +11,9 @@ through, one viewer runs a filter no one ran before, a full pass over the captur
 --uploads users each upload a capture of about --upload-mb at the same moment; every file must
 be stored byte for byte and summarized for the search box.
 
+The servers take every other setting from the environment, as deployed ones do: for example
+`ENGINE_PROCESSES_PER_CAPTURE=1 python -m bench.load` measures without the standby session.
+
 Writes bench/results/load.json and load.md. Exit status: 0 when every measurement was made and
 no request failed, 1 otherwise.
 """
