@@ -192,6 +192,7 @@ class Feed:
         self.reader: asyncio.Task[None] | None = None
         self.pump_task: asyncio.Task[None] | None = None
         self.more = asyncio.Event()  # set when the file grew or the recording ended
+        self.number = 0  # of the file the decoder reads
         self.offset = 0
         live_id = recording.live.pk
         self.group = filter_group_name(live_id, display_filter) if display_filter else group_name(live_id)
@@ -215,6 +216,8 @@ class Feed:
                     if handle is not None:
                         handle.close()
                     number, offset = segment.number, segment.skip
+                    self.number = number
+                    recording.release()
                     try:
                         handle = open(segment.path, "rb")  # noqa: SIM115 - closed here
                     except FileNotFoundError:
@@ -229,7 +232,7 @@ class Feed:
                         break
                     offset += len(block)
                     await self.decoder.write(block)
-                elif segment is not recording.segments[-1]:
+                elif segment.number < recording.segments[-1].number:
                     number += 1
                     handle.close()
                     handle = None
@@ -313,6 +316,8 @@ class Recording:
         self.stream = PacketStream()
         self.path = staging_dir() / f"live-{live.pk}-{uuid.uuid4().hex}.part"
         self.segments = [Segment(0, self.path)]
+        # Files dropped from the ring that a decoder has not read to the end yet.
+        self.retired: list[Segment] = []
         self.file: IO[bytes] | None = None
         self.hash = hashlib.sha256()
         self.size = 0
@@ -326,6 +331,7 @@ class Recording:
         # (monotonic time, packets) of the last seconds, for the rate
         self.history: deque[tuple[float, int]] = deque(maxlen=20)
         self.finished = False
+        self.source_packets: int | None = None
         self.ended = False  # no more bytes: decoders read to the end of the file and exit
 
     # ---- life ---------------------------------------------------------------------------------
@@ -369,11 +375,13 @@ class Recording:
                 limit = self.ring.kilobytes * 1024
                 for start in self.stream.starts:
                     segment = self.segments[-1]
-                    if start > written and start >= self.stream.earliest_split:
-                        if segment.size + start - written >= limit and segment.size > segment.skip:
-                            await self.write(complete[written:start])
-                            written = start
-                            await self.rotate()
+                    size = segment.size + start - written  # with the bytes before this record
+                    full = size >= limit and size > segment.skip
+                    if full and start >= self.stream.earliest_split:
+                        # Also at the first record: the bytes may come one packet at a time.
+                        await self.write(complete[written:start])
+                        written = start
+                        await self.rotate()
             await self.write(complete[written:])
             for feed in list(self.feeds.values()):
                 feed.more.set()
@@ -403,12 +411,20 @@ class Recording:
         await asyncio.to_thread(_append, self.file, preamble)
         self.segments.append(segment)
         while len(self.segments) > self.ring.files:
+            self.retired.append(self.segments.pop(0))
+        self.release()
+
+    def release(self) -> None:
+        """Remove the files dropped from the ring that no decoder has still to read."""
+        reading = min((feed.number for feed in self.feeds.values()), default=self.segments[-1].number)
+        for segment in [segment for segment in self.retired if segment.number < reading or self.ended]:
             # A decoder still reading it keeps its open file: unlinking only drops the name.
-            await asyncio.to_thread(self.segments.pop(0).path.unlink, missing_ok=True)
+            segment.path.unlink(missing_ok=True)
+            self.retired.remove(segment)
 
     def segment_from(self, number: int) -> Segment:
-        """Return the file of this number, or the oldest one kept when it was dropped."""
-        for segment in self.segments:
+        """Return the file of this number, or the oldest one left when it was removed."""
+        for segment in [*self.retired, *self.segments]:
             if segment.number >= number:
                 return segment
         return self.segments[-1]
@@ -447,6 +463,7 @@ class Recording:
                 log.exception("decoder of live capture %s failed", self.live.pk)
         for task in self.tasks:
             task.cancel()
+        self.release()  # every retired file, now that the recording ended
         await self.push_pending()
         if self.file is not None:
             await asyncio.to_thread(self.file.close)
@@ -474,6 +491,8 @@ class Recording:
                 "message": live.message,
                 "capture_url": live.capture.get_absolute_url() if live.capture else "",
                 "status": self.status(),
+                # For a server interface: how many packets dumpcap says it recorded.
+                "dumpcap_packets": self.source_packets,
             }
         )
         return live
@@ -609,9 +628,10 @@ async def _record_interface(recording: Recording, process: asyncio.subprocess.Pr
             if not data:
                 break
             await recording.feed(data)
-        failure = await dumpcap.failure(process)
-        if failure:
-            reason = f"dumpcap stopped: {failure}"
+        ending = await dumpcap.ending(process)
+        recording.source_packets = ending.captured
+        if ending.failure:
+            reason = f"dumpcap stopped: {ending.failure}"
     except NotAStream as error:
         reason = error.message
         dumpcap.stop(process)

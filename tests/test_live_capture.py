@@ -167,6 +167,7 @@ async def test_it_shows_loopback_traffic_live_and_stores_it(
         expected = tshark_rows(stored_file(server, capture["sha256"]))
         # Every packet dumpcap recorded was shown, with tshark's columns.
         assert ended["status"]["packets"] == capture["packets"] == len(expected) >= 30 * 6
+        assert ended["dumpcap_packets"] == capture["packets"]
         assert sorted(rows) == [int(row[0]) for row in expected]
         # Number, time, addresses and length are those of tshark's two-pass list; protocol and
         # info those of its one pass (as in Wireshark while it captures): the rows of a

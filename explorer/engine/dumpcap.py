@@ -16,6 +16,8 @@ INTERFACE_LINE = re.compile(r"(\d+)\. (\S+)(?: \((.*)\))?")
 # Interfaces that are not network traffic (or that block forever without a peer).
 NOT_NETWORK = {"nflog", "nfqueue", "dbus-system", "dbus-session", "bluetooth-monitor", "randpkt"}
 MAX_FILTER_LENGTH = 1000
+# What dumpcap prints when it ends, even with -q.
+CAPTURED = re.compile(r"Packets captured: (\d+)")
 CHECK_SECONDS = 20
 
 
@@ -101,7 +103,9 @@ def _last_words(stderr: str) -> str:
         line.strip()
         for line in stderr.splitlines()
         if line.strip()
-        and not line.startswith(("Running as user", "See the User's Guide", "Capturing on", "File:"))
+        and not line.strip().startswith(
+            ("Running as user", "See the User's Guide", "Capturing on", "File:", "Packets captured:")
+        )
     ]
     return " ".join(lines)[:400]
 
@@ -143,12 +147,20 @@ def stop(process: asyncio.subprocess.Process) -> None:
             pass
 
 
-async def failure(process: asyncio.subprocess.Process) -> str:
-    """Return why dumpcap ended (empty when it ended well), after it exits."""
+@dataclass(frozen=True)
+class Ending:
+    failure: str  # empty when dumpcap ended well (a limit, or asked to stop)
+    captured: int | None  # packets dumpcap says it wrote
+
+
+async def ending(process: asyncio.subprocess.Process) -> Ending:
+    """Wait for dumpcap to exit; return why it ended and how many packets it says it wrote."""
     assert process.stderr is not None
     err = (await process.stderr.read()).decode(errors="replace")
     code = await process.wait()
-    return "" if code == 0 or code == -signal.SIGINT else _last_words(err) or f"dumpcap exited with {code}"
+    captured = CAPTURED.findall(err)
+    failure = "" if code == 0 or code == -signal.SIGINT else _last_words(err) or f"dumpcap exited with {code}"
+    return Ending(failure, int(captured[-1]) if captured else None)
 
 
 def concatenate_command(paths: list[Path], destination: Path) -> list[str]:
