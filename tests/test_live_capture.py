@@ -23,9 +23,9 @@ from .test_live_stream import single_pass_rows
 
 pytestmark = pytest.mark.engine
 
-STAFF = "livestaff"
-CAPTURER = "capturer"  # not staff, granted the permission
-OUTSIDER = "outsider"  # neither
+STAFF = "live-staff"
+CAPTURER = "live-capturer"  # not staff, granted the permission
+OUTSIDER = "live-outsider"  # neither
 COLUMNS = ["number", "time", "source", "destination", "protocol", "length", "info"]
 
 
