@@ -24,10 +24,12 @@ import uuid
 from collections import deque
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from channels.layers import get_channel_layer
 from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db.models import Q
 from django.utils import timezone
 
 from . import captures, quotas
@@ -35,7 +37,7 @@ from .engine import dumpcap
 from .engine.errors import NotACapture
 from .engine.livedecode import Decoder
 from .engine.packets import PacketRow
-from .models import LiveCapture
+from .models import LiveCapture, Visibility
 from .uploads import StagedFile, staging_dir
 
 log = logging.getLogger(__name__)
@@ -476,6 +478,10 @@ class Recording:
         try:
             staged = await self.stored_file()
             capture = await captures.store(staged, live.owner)
+            if live.team_id is not None:
+                # The team watched it being recorded: it keeps seeing it once stored.
+                capture.visibility, capture.team_id = Visibility.TEAM, live.team_id
+                await capture.asave(update_fields=["visibility", "team"])
         except (NotACapture, dumpcap.CaptureRefused) as error:
             live.state = LiveCapture.State.FAILED
             live.message = f"{reason}; nothing could be stored: {error.message}"[:500]
@@ -581,14 +587,43 @@ async def may_capture(user: Any) -> bool:
 
 
 async def may_view(user: Any, live: LiveCapture) -> bool:
-    """Tell whether the user may watch a live capture: its owner and staff."""
+    """Tell whether the user may watch a live capture: its owner, its team's members and staff."""
     if user is None or not user.is_authenticated:
         return False
+    if user.is_staff or user.is_superuser or live.owner_id == user.pk:
+        return True
+    return live.team_id is not None and await user.groups.filter(pk=live.team_id).aexists()
+
+
+def may_stop(user: Any, live: LiveCapture) -> bool:
+    """Tell whether the user may stop a live capture: its owner and staff, not the team watching."""
     return bool(user.is_staff or user.is_superuser or live.owner_id == user.pk)
 
 
+def watchable_by(user: Any) -> Q:
+    """The live captures the user may watch, as a filter (for a signed-in user)."""
+    if user.is_staff or user.is_superuser:
+        return Q()
+    return Q(owner=user) | Q(team__in=user.groups.all())
+
+
+async def team_of(user: Any, name: str) -> Group | None:
+    """Return the user's team of that name (None for no name); raise CaptureRefused for another."""
+    if not name:
+        return None
+    team = await user.groups.filter(name=name).afirst()
+    if team is None:
+        raise dumpcap.CaptureRefused(f"you are not a member of a team named {name!r}")
+    return cast(Group, team)
+
+
 async def start_interface(
-    owner: Any, interface: str, capture_filter: str, limits: dumpcap.Limits, ring: Ring | None = None
+    owner: Any,
+    interface: str,
+    capture_filter: str,
+    limits: dumpcap.Limits,
+    ring: Ring | None = None,
+    team: Group | None = None,
 ) -> LiveCapture:
     """Check the interface and filter, then record from them in the background; raise CaptureRefused."""
     await dumpcap.check(interface, capture_filter)
@@ -603,6 +638,7 @@ async def start_interface(
         source=LiveCapture.Source.INTERFACE,
         interface=interface,
         capture_filter=capture_filter,
+        team=team,
     )
     recording = Recording(live, ring)
     await recording.start()

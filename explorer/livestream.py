@@ -11,11 +11,14 @@ import asyncio
 import json
 import re
 from typing import Any
+from urllib.parse import parse_qs
 
+from django.contrib.auth.models import Group
 from django.db import DatabaseError
 
 from . import livecapture, quotas
 from .authentication import token_of
+from .engine import dumpcap
 from .models import LiveCapture
 from .tokens import user_for_token
 
@@ -65,7 +68,14 @@ class LiveStreamRoute:
         if refusal is not None:
             await _answer(send, 413, {"error": refusal})
             return
-        status, body = await receive_stream(match["name"], user, receive)
+        # ?team=NAME: the members of one of the sender's teams watch it too.
+        query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
+        try:
+            team = await livecapture.team_of(user, query.get("team", [""])[0])
+        except dumpcap.CaptureRefused as error:
+            await _answer(send, 400, {"error": error.message})
+            return
+        status, body = await receive_stream(match["name"], user, receive, team)
         await _answer(send, status, body)
 
     async def token_user(self, scope: dict[str, Any], send: Any) -> Any | None:
@@ -86,9 +96,7 @@ class LiveStreamRoute:
         user = await self.token_user(scope, send)
         if user is None:
             return
-        lives = LiveCapture.objects.all()
-        if not (user.is_staff or user.is_superuser):
-            lives = lives.filter(owner=user)
+        lives = LiveCapture.objects.filter(livecapture.watchable_by(user))
         body = [
             {
                 "id": live.pk,
@@ -104,7 +112,9 @@ class LiveStreamRoute:
         await _answer(send, 200, {"live_captures": body})
 
 
-async def receive_stream(name: str, user: Any, receive: Any) -> tuple[int, dict[str, Any]]:
+async def receive_stream(
+    name: str, user: Any, receive: Any, team: Group | None = None
+) -> tuple[int, dict[str, Any]]:
     """Record the request body as a live capture until it ends; return the answer's status and body."""
     # The first bytes say whether this is a capture at all, before anything is created.
     first = b""
@@ -123,7 +133,9 @@ async def receive_stream(name: str, user: Any, receive: Any) -> tuple[int, dict[
             raise header.damage
     except livecapture.NotAStream as error:
         return 400, {"error": error.message}
-    live = await LiveCapture.objects.acreate(owner=user, name=name, source=LiveCapture.Source.STREAM)
+    live = await LiveCapture.objects.acreate(
+        owner=user, name=name, source=LiveCapture.Source.STREAM, team=team
+    )
     recording = livecapture.Recording(live)
     await recording.start()
     reason = "the stream ended"

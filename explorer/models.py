@@ -235,6 +235,10 @@ class LiveCapture(models.Model):
     message = models.CharField(max_length=500, blank=True, help_text="Why it stopped, or failed.")
     # The channel-layer channel of the process recording it: stop and hello requests go there.
     control_channel = models.CharField(max_length=200, blank=True)
+    # Members of this team watch with the owner, and the stored capture is shared with them.
+    team = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="live_captures"
+    )
     capture = models.ForeignKey(Capture, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     started_at = models.DateTimeField(auto_now_add=True)
     stopped_at = models.DateTimeField(null=True, blank=True)

@@ -71,12 +71,12 @@ async def live_list(request: HttpRequest) -> HttpResponse:
             interfaces = await dumpcap.interfaces()
         except dumpcap.CaptureRefused as error:
             problem = error.message
-    lives = LiveCapture.objects.select_related("owner", "capture")
-    if not (user.is_staff or user.is_superuser):
-        lives = lives.filter(owner=user)
+    lives = LiveCapture.objects.select_related("owner", "capture", "team")
+    lives = lives.filter(livecapture.watchable_by(user))
     context = {
         "may_capture": allowed,
         "interfaces": interfaces,
+        "teams": [team.name async for team in user.groups.order_by("name")],
         "interface_problem": problem,
         "lives": [live async for live in lives[:50]],
         "stream_url": request.build_absolute_uri("/api/live/NAME"),
@@ -94,9 +94,9 @@ async def live_start(request: HttpRequest) -> HttpResponse:
         raise PermissionDenied("you may not capture on this server's interfaces")
     try:
         limits, ring = _limits(request), _ring(request)
-        live = await livecapture.start_interface(
-            user, request.POST.get("interface", ""), request.POST.get("filter", "").strip(), limits, ring
-        )
+        team = await livecapture.team_of(user, request.POST.get("team", ""))
+        interface, capture_filter = request.POST.get("interface", ""), request.POST.get("filter", "").strip()
+        live = await livecapture.start_interface(user, interface, capture_filter, limits, ring, team)
     except dumpcap.CaptureRefused as error:
         messages.error(request, f"Capture not started: {error.message}")
         return redirect("explorer:live_list")
@@ -107,13 +107,16 @@ async def live_start(request: HttpRequest) -> HttpResponse:
 @not_found_page
 async def live_view(request: HttpRequest, live_id: int) -> HttpResponse:
     live = await _live_for(request, live_id)
-    return render(request, "explorer/live_view.html", {"live": live})
+    context = {"live": live, "may_stop": livecapture.may_stop(await user_of(request), live)}
+    return render(request, "explorer/live_view.html", context)
 
 
 @require_POST
 @not_found_page
 async def live_stop(request: HttpRequest, live_id: int) -> HttpResponse:
     live = await _live_for(request, live_id)
+    if not livecapture.may_stop(await user_of(request), live):
+        raise PermissionDenied("only its owner stops a live capture")
     if live.state == LiveCapture.State.RUNNING and not await livecapture.request_stop(live):
         messages.error(request, "No server process is recording this capture any more.")
     return redirect(live)
