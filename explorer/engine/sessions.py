@@ -152,7 +152,7 @@ class CaptureSessions:
             "on other captures; try again in a moment"
         )
 
-    async def _acquire(self, filter_text: str | None, slow: bool) -> SharkdProcess:
+    async def _acquire(self, filter_text: str | None) -> SharkdProcess:
         """Pick a process for a request, starting one when none can serve soon; the caller unreserves it."""
         process = await self._choose(filter_text)
         process.reserved += 1
@@ -171,9 +171,16 @@ class CaptureSessions:
                     raise self._busy()
                 ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
                 idle = [p for p in ready if p.pending == 0]
-                cached = [p for p in idle if filter_text is None or filter_text in p.filters_done]
-                if cached or idle:
-                    return (cached or idle)[0]
+                if filter_text is not None:
+                    # Where the filter ran before, its matches are cached: waiting there behind
+                    # fast work beats re-dissecting the whole capture on an idle session.
+                    having = [p for p in ready if filter_text in p.filters_done]
+                    idle_having = [p for p in having if p.pending == 0]
+                    fast_having = [p for p in having if p.slow_pending == 0]
+                    if idle_having or fast_having:
+                        return min(idle_having or fast_having, key=lambda p: p.pending)
+                if idle:
+                    return idle[0]
                 # Every ready process is busy. Fast work may queue behind fast work,
                 # but not behind a re-dissection of the whole capture.
                 fast_busy = [p for p in ready if p.slow_pending == 0]
@@ -198,9 +205,11 @@ class CaptureSessions:
         """Send a request to a suitable process; on a crash retry once on a fresh one."""
         timeout = settings.ENGINE_REQUEST_TIMEOUT
         for attempt in (1, 2):
-            slow = filter_text is not None and not self._filter_known(filter_text)
-            slow = slow or method in ("tap", "follow", "iograph")
-            process = await self._acquire(filter_text, slow)
+            process = await self._acquire(filter_text)
+            # Slow for this session: a filter it has not run re-dissects every frame, here
+            # even if another session has run it.
+            slow = method in ("tap", "follow", "iograph")
+            slow = slow or (filter_text is not None and filter_text not in process.filters_done)
             try:
                 result = await asyncio.wait_for(process.request(method, params, slow=slow), timeout)
             except TimeoutError as error:
@@ -226,9 +235,6 @@ class CaptureSessions:
                 process.filters_done.add(filter_text)
             return result
         raise AssertionError("unreachable")
-
-    def _filter_known(self, filter_text: str) -> bool:
-        return any(filter_text in p.filters_done for p in self.processes if p.alive)
 
     async def wait_loaded(self, progress: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Start a session if none runs and wait until one has loaded the capture."""
