@@ -56,27 +56,23 @@ def tls_options(path: Path) -> list[str]:
     return ["-o", f"tls.keylog_file:{keylog}"] if keylog else []
 
 
-def tshark_preview(path: Path, count: int) -> list[str]:
-    """Return the command that prints the first packets' columns while sharkd loads."""
-    fields: list[str] = []
+def _packet_list_columns() -> list[str]:
+    """tshark options that print the packet list's columns and coloring rule, a line per packet."""
+    fields = ["--color", "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]
     for field in PREVIEW_FIELDS:
         fields += ["-e", field]
-    return [
-        _binary("tshark"),
-        *tls_options(path),
-        "-r",
-        str(path),
-        "-c",
-        str(count),
-        "--color",
-        "-T",
-        "fields",
-        "-E",
-        "separator=/t",
-        "-E",
-        "occurrence=a",
-        *fields,
-    ]
+    return fields
+
+
+def tshark_preview(path: Path, count: int) -> list[str]:
+    """Return the command that prints the first packets' columns while sharkd loads."""
+    return [_binary("tshark"), *tls_options(path), "-r", str(path), "-c", str(count), *_packet_list_columns()]
+
+
+def tshark_live_decoder(display_filter: str = "") -> list[str]:
+    """Return the command that prints the columns of every packet read on stdin as it arrives."""
+    selection = ["-Y", display_filter] if display_filter else []
+    return [_binary("tshark"), "-l", "-r", "-", *selection, *_packet_list_columns()]
 
 
 def editcap_pcapng(path: Path, destination: Path) -> list[str]:

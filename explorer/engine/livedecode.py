@@ -9,51 +9,8 @@ import signal
 from collections.abc import AsyncIterator
 
 from . import commands
-from .commands import _binary
 from .packets import PacketRow
-from .preview import coloring_rules
-
-
-def decode_command(display_filter: str = "") -> list[str]:
-    """Return the command printing the packet list's columns of every packet read on stdin, one per line."""
-    fields: list[str] = []
-    for field in commands.PREVIEW_FIELDS:
-        fields += ["-e", field]
-    selection = ["-Y", display_filter] if display_filter else []
-    return [
-        _binary("tshark"),
-        "-l",
-        "-r",
-        "-",
-        *selection,
-        "--color",
-        "-T",
-        "fields",
-        "-E",
-        "separator=/t",
-        "-E",
-        "occurrence=a",
-        *fields,
-    ]
-
-
-def parse_row(line: str) -> PacketRow | None:
-    """Return the row of one line of decode_command's output, or None for anything else."""
-    cells = line.rstrip("\n").split("\t")
-    if len(cells) < 8 or not cells[0].isdigit():
-        return None
-    bg, fg = coloring_rules().get(cells[-1], (None, None))
-    return PacketRow(
-        number=int(cells[0]),
-        time=cells[1],
-        source=cells[2],
-        destination=cells[3],
-        protocol=cells[4],
-        length=int(cells[5]) if cells[5].isdigit() else 0,
-        info="\t".join(cells[6:-1]),
-        bg=bg,
-        fg=fg,
-    )
+from .preview import parse_row
 
 
 class Decoder:
@@ -65,7 +22,7 @@ class Decoder:
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
-            *decode_command(self.display_filter),
+            *commands.tshark_live_decoder(self.display_filter),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.DEVNULL,

@@ -58,24 +58,25 @@ async def first_rows(path: Path, count: int | None = None) -> list[PacketRow]:
         os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         return []
-    rules = coloring_rules()
-    rows = []
-    for line in stdout.decode(errors="replace").splitlines():
-        cells = line.split("\t")
-        if len(cells) < 8 or not cells[0].isdigit():
-            continue
-        bg, fg = rules.get(cells[7], (None, None))
-        rows.append(
-            PacketRow(
-                number=int(cells[0]),
-                time=cells[1],
-                source=cells[2],
-                destination=cells[3],
-                protocol=cells[4],
-                length=int(cells[5] or 0),
-                info="\t".join(cells[6:-1]),
-                bg=bg,
-                fg=fg,
-            )
-        )
-    return rows
+    rows = [parse_row(line) for line in stdout.decode(errors="replace").splitlines()]
+    return [row for row in rows if row is not None]
+
+
+def parse_row(line: str) -> PacketRow | None:
+    """Return the row of one line printed by the packet list's tshark columns, or None for another line."""
+    cells = line.rstrip("\n").split("\t")
+    if len(cells) < 8 or not cells[0].isdigit():
+        return None
+    # The coloring rule is the last field: an Info holding a tab spans several cells before it.
+    bg, fg = coloring_rules().get(cells[-1], (None, None))
+    return PacketRow(
+        number=int(cells[0]),
+        time=cells[1],
+        source=cells[2],
+        destination=cells[3],
+        protocol=cells[4],
+        length=int(cells[5]) if cells[5].isdigit() else 0,
+        info="\t".join(cells[6:-1]),
+        bg=bg,
+        fg=fg,
+    )
