@@ -43,4 +43,9 @@ urlpatterns = [
     path("live/start/", views.live_start, name="live_start"),
     path("live/<int:live_id>/", views.live_view, name="live_view"),
     path("live/<int:live_id>/stop/", views.live_stop, name="live_stop"),
+    path(
+        "live/<int:live_id>/packets/<int:number>/",
+        views.live_packet_detail,
+        name="live_packet_detail",
+    ),
 ]

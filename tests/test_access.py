@@ -138,6 +138,8 @@ PAGES: dict[str, tuple[Probe, ...]] = {
     # An interface the server does not have: a message and back to the list, nothing recorded.
     "explorer:live_start": (Probe("capture", "POST", data={"interface": "no-such-interface0"}, ok=302),),
     "explorer:live_view": (Probe("live"),),
+    # Stored with no capture (made so here): its details are a message.
+    "explorer:live_packet_detail": (Probe("live", headers={"HX-Request": "true"}),),
     # The live capture was stored already: allowed, it changes nothing.
     "explorer:live_stop": (Probe("live", "POST", data={}, ok=302),),
 }

@@ -87,6 +87,23 @@ def test_it_shows_rows_arriving_and_stores_the_capture(page: Page, web_server: i
         page.click("#live-filter-apply")
         expect(rows.nth(3)).to_be_attached()
         page.screenshot(path=str(ARTIFACTS / "live-capture.png"))
+
+        # A clicked row shows its packet's tree and bytes while the capture goes on.
+        row = rows.nth(2)
+        number = row.get_attribute("data-number")
+        page.click("#live-follow")  # paused, so that the clicked row stays in view
+        row.click()
+        expect(row).to_have_class(re.compile(r"\bselected\b"))
+        tree = page.locator("#packet-tree")
+        expect(tree).to_have_attribute("aria-label", f"Packet {number}")
+        expect(page.locator("#packet-tree .tree-label").first).to_contain_text(f"Frame {number}:")
+        expect(tree).to_contain_text("Hypertext Transfer Protocol")
+        expect(page.locator("#detail-bytes .hex-line").first).to_contain_text("0000")
+        # The tree and the bytes are linked as in the stored view: a field highlights its bytes.
+        page.locator("#packet-tree .tree-node", has_text="Hypertext Transfer Protocol").first.click()
+        expect(page.locator("#detail-bytes .hex-byte.highlight").first).to_be_visible()
+        page.screenshot(path=str(ARTIFACTS / "live-details.png"))
+        page.click("#live-follow")
     finally:
         stop.set()
         traffic.join(10)

@@ -8,7 +8,10 @@ import json
 import socket
 import subprocess
 import time
+import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,15 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from .conftest import COLUMN_FIELDS, TEST_UPLOAD_LIMIT_MB, Server, all_packets, shared_capture, tshark_rows
+from .conftest import (
+    COLUMN_FIELDS,
+    OWNER,
+    TEST_UPLOAD_LIMIT_MB,
+    Server,
+    all_packets,
+    shared_capture,
+    tshark_rows,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -277,3 +288,114 @@ async def test_it_stores_a_stream_when_it_reaches_the_size_limit(server: Server,
     capture = api.get(f"/api/captures/{live['capture']}/").json()
     assert limit < capture["size"] <= limit + len(records) + 1024 * 1024
     assert capture["sha256"] == hashlib.sha256((data[:24] + records * 100)[: capture["size"]]).hexdigest()
+
+
+class TopLevelLabels(HTMLParser):
+    """Collect the labels of a rendered packet tree's top-level nodes (its protocols)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lists = 0  # how many <ul> of the tree hold the current position
+        self.in_label = False
+        self.labels: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        classes = (dict(attrs).get("class") or "").split()
+        if tag == "ul" and "tree" in classes or tag == "ul" and self.lists:
+            self.lists += 1
+        elif tag == "span" and "tree-label" in classes and self.lists == 1:
+            self.in_label = True
+            self.labels.append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "ul" and self.lists:
+            self.lists -= 1
+        elif tag == "span":
+            self.in_label = False
+
+    def handle_data(self, data: str) -> None:
+        if self.in_label:
+            self.labels[-1] += data
+
+
+def top_level_labels(html: str) -> list[str]:
+    parser = TopLevelLabels()
+    parser.feed(html)
+    return parser.labels
+
+
+def tshark_protocols(path: Path, number: int) -> list[str]:
+    """Return the top-level lines of tshark's tree of one packet (its PDML protocols, shown)."""
+    args = ["tshark", "-2", "-r", str(path), "-Y", f"frame.number=={number}", "-T", "pdml"]
+    out = subprocess.run(args, capture_output=True, text=True, timeout=120, errors="replace").stdout
+    packet = ET.fromstring(out).find("packet")
+    assert packet is not None
+    return [proto.get("showname", "") for proto in packet.findall("proto") if proto.get("name") != "geninfo"]
+
+
+async def test_it_shows_the_details_of_a_packet_while_recording(server: Server) -> None:
+    original = shared_capture("http_espn.pcapng")
+    data = original.read_bytes()
+    half = len(data) // 2
+    number = single_pass_numbers(original, "http.request")[0]
+    outsider = f"details-outsider-{uuid.uuid4().hex[:8]}"
+    server.create_user(outsider)
+    owner_cookies = server.session_cookies(OWNER)
+    outsider_cookies = server.session_cookies(outsider)
+    htmx = {"HX-Request": "true"}
+    async with httpx.AsyncClient(base_url=server.url, headers=server.owner_headers(), timeout=120) as client:
+        go_on = asyncio.Event()
+
+        async def in_two_halves() -> AsyncIterator[bytes]:
+            async for chunk in chunks_of(data[:half], 20_000, 0.02):
+                yield chunk
+            await go_on.wait()
+            yield data[half:]
+
+        sending = asyncio.create_task(client.put("/api/live/with-details", content=in_two_halves()))
+        try:
+            live = await asyncio.to_thread(wait_for_live, server, "with-details", "running")
+            url = f"/live/{live['id']}/packets/{{}}/"
+            detail_url = url.format(number)
+            async with httpx.AsyncClient(base_url=server.url, cookies=owner_cookies, timeout=120) as owner:
+                async with asyncio.timeout(60):
+                    while "is not recorded yet" in (answer := await owner.get(detail_url, headers=htmx)).text:
+                        await asyncio.sleep(0.2)
+                assert answer.status_code == 200, answer.text
+                live_labels = top_level_labels(answer.text)
+                assert live_labels == tshark_protocols(original, number)
+                assert "Hypertext Transfer Protocol" in live_labels
+                assert 'class="hex-line"' in answer.text
+
+                # The second half is held back: its last packet is not recorded yet.
+                last = await owner.get(url.format(956), headers=htmx)
+                assert last.status_code == 200
+                assert "packet 956 is not recorded yet: there are" in last.text
+                assert "There is no packet 0." in (await owner.get(url.format(0), headers=htmx)).text
+
+                # Numbers start over in each file of a ring buffer: no details until it is stored.
+                ring_file = server.captures_dir / ".staging" / f"live-{live['id']}-{uuid.uuid4().hex}.1.part"
+                ring_file.write_bytes(b"")
+                try:
+                    ringed = await owner.get(url.format(number), headers=htmx)
+                finally:
+                    ring_file.unlink()
+                assert "details are shown once the capture is stored" in ringed.text
+
+                async with httpx.AsyncClient(base_url=server.url, cookies=outsider_cookies) as other:
+                    assert (await other.get(detail_url, headers=htmx)).status_code == 404
+
+                go_on.set()
+                answer = await sending
+                assert answer.status_code == 200, answer.text
+                stored_id = answer.json()["capture"]
+                # Once stored, the same address shows the stored capture's details of the packet.
+                stored = await owner.get(url.format(number), headers=htmx)
+                assert top_level_labels(stored.text) == live_labels
+                assert f"/captures/{stored_id}/follow/" in stored.text
+                page = await owner.get(url.format(number))
+                assert page.status_code == 302
+                assert page.headers["location"] == f"/captures/{stored_id}/?packet={number}"
+        finally:
+            go_on.set()
+            await sending

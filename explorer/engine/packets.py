@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import EngineError, RequestTooLong
 from .sessions import engine
+from .sharkd import SharkdProcess
 
 # Column format indexes of sharkd 4.0 (positions in its `info` column list), giving
 # Wireshark's default columns: No., Time, Source, Destination, Protocol, Length, Info.
@@ -46,6 +47,9 @@ FIELD_PREFIX = re.compile(r"[A-Za-z0-9_.-]+")
 # Filter syntax does not change while the server runs: remember recent verdicts.
 CHECKED_FILTERS_KEPT = 2000
 _checked_filters: dict[str, str | None] = {}
+
+
+FRAME_PARAMS: dict[str, Any] = {"proto": True, "bytes": True, "columns": True}
 
 
 @dataclass
@@ -212,13 +216,8 @@ def _node(raw: dict[str, Any]) -> TreeNode:
     )
 
 
-async def detail(path: Path, number: int) -> PacketDetail:
-    """Return a packet's protocol tree and its bytes, with extra data sources after the frame."""
-    result = (
-        await engine()
-        .sessions(path)
-        .call("frame", {"frame": number, "proto": True, "bytes": True, "columns": True})
-    )
+def _detail_of(number: int, result: dict[str, Any]) -> PacketDetail:
+    """Return the packet details in sharkd's answer to `frame`."""
     sources = [DataSource("Frame", base64.b64decode(result.get("bytes", "")))]
     for extra in result.get("ds", []):
         sources.append(DataSource(extra.get("name", "Data"), base64.b64decode(extra.get("bytes", ""))))
@@ -229,6 +228,27 @@ async def detail(path: Path, number: int) -> PacketDetail:
         columns=list(result.get("col", [])),
         follow=[(kind, expression) for kind, expression in result.get("fol", []) if kind and expression],
     )
+
+
+async def detail(path: Path, number: int) -> PacketDetail:
+    """Return a packet's protocol tree and its bytes, with extra data sources after the frame."""
+    result = await engine().sessions(path).call("frame", FRAME_PARAMS | {"frame": number})
+    return _detail_of(number, result)
+
+
+async def detail_of_file(path: Path, number: int) -> PacketDetail:
+    """Return a packet's details from a file still being written, with a sharkd of its own."""
+    # The shared sessions keep a file's packet count and pages for good: right for a stored
+    # capture, wrong for one that grows, so each question loads the file as it is now.
+    process = SharkdProcess(path)
+    try:
+        await process.start()
+        recorded = int(process.status.get("frames", 0))
+        if number > recorded:
+            raise EngineError(f"packet {number} is not recorded yet: there are {recorded:,} packets so far")
+        return _detail_of(number, await process.request("frame", FRAME_PARAMS | {"frame": number}))
+    finally:
+        await process.close()
 
 
 async def check_filter(filter_text: str) -> str | None:

@@ -5,7 +5,7 @@ from .export import export, http_objects
 from .flow import flow
 from .follow import follow
 from .iograph import io_graph
-from .livecapture import live_list, live_start, live_stop, live_view
+from .livecapture import live_list, live_packet_detail, live_start, live_stop, live_view
 from .packets import capture, packet_detail
 from .sharing import open_link, revoke_link, share, sharing, sharing_update
 from .statistics import statistics
@@ -36,6 +36,7 @@ __all__ = [
     "http_objects",
     "io_graph",
     "live_list",
+    "live_packet_detail",
     "live_start",
     "live_stop",
     "live_view",

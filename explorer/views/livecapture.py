@@ -2,21 +2,39 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from typing import Any
+
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import livecapture
-from ..access import user_of
+from ..access import capture_for, user_of
 from ..engine import dumpcap
+from ..engine import packets as engine_packets
+from ..engine.errors import EngineError
 from ..models import LiveCapture
-from .common import not_found_page
+from ..uploads import staging_dir
+from .common import not_found_page, varies_on_htmx, wants_partial
+from .packets import NUMBER_PLACEHOLDER, detail_context, tree_and_dumps
 
 LIMIT_FIELDS = {"seconds": "duration", "packets": "packets", "kilobytes": "size"}
 RING_FIELDS = {"ring_files": "ring buffer's number of files", "ring_kilobytes": "ring buffer's file size"}
 MAX_LIMIT = 10**9
+
+# The files a recording writes in the staging folder (explorer/livecapture.py `Recording`): its
+# first file, and a ring buffer's later files or their join.
+RECORDED_FILE = re.compile(r"live-\d+-[0-9a-f]{32}\.part")
+RING_FILE = re.compile(r"live-\d+-[0-9a-f]{32}\.(\d+|ring)\.part")
+RING_REFUSED = (
+    "This capture keeps a ring buffer of files, whose packet numbers start over in each file: "
+    "details are shown once the capture is stored."
+)
 
 
 def _numbers(request: HttpRequest, fields: dict[str, str]) -> dict[str, int | None]:
@@ -107,8 +125,60 @@ async def live_start(request: HttpRequest) -> HttpResponse:
 @not_found_page
 async def live_view(request: HttpRequest, live_id: int) -> HttpResponse:
     live = await _live_for(request, live_id)
-    context = {"live": live, "may_stop": livecapture.may_stop(await user_of(request), live)}
+    detail_url = reverse("explorer:live_packet_detail", args=[live.pk, NUMBER_PLACEHOLDER])
+    context = {
+        "live": live,
+        "detail_url": detail_url.replace(str(NUMBER_PLACEHOLDER), "{number}"),
+        "may_stop": livecapture.may_stop(await user_of(request), live),
+    }
     return render(request, "explorer/live_view.html", context)
+
+
+def _recorded_file(live: LiveCapture) -> Path:
+    """Return the file the live capture is recorded into; raise EngineError if it cannot give details."""
+    # The recording may run in another server process: its file, in the shared staging folder,
+    # is found by the name it was given.
+    names = [path for path in staging_dir().glob(f"live-{live.pk}-*.part")]
+    if any(RING_FILE.fullmatch(path.name) for path in names):
+        raise EngineError(RING_REFUSED)
+    first = [path for path in names if RECORDED_FILE.fullmatch(path.name)]
+    if not first:
+        raise EngineError("The recorded file is not there (any more): open the stored capture for details.")
+    return first[0]
+
+
+async def _recorded_detail_context(live: LiveCapture, number: int) -> dict[str, Any]:
+    """Return the template context of a packet's details read from the file being recorded."""
+    if number < 1:
+        return {"packet": number, "error": f"There is no packet {number}."}
+    if live.state == LiveCapture.State.FAILED:
+        reason = f": {live.message}" if live.message else "."
+        return {"packet": number, "error": f"This capture failed and was not stored{reason}"}
+    try:
+        detail = await engine_packets.detail_of_file(_recorded_file(live), number)
+    except EngineError as error:
+        return {"packet": number, "error": error.message}
+    return tree_and_dumps(detail)
+
+
+@require_GET
+@not_found_page
+async def live_packet_detail(request: HttpRequest, live_id: int, number: int) -> HttpResponse:
+    """Render a packet's tree and bytes for htmx: from the recording file, or once stored, the capture."""
+    live = await _live_for(request, live_id)
+    if not wants_partial(request):
+        if live.capture_id is None:
+            return redirect(live)
+        return redirect(f"{reverse('explorer:capture', args=[live.capture_id])}?packet={number}")
+    context: dict[str, Any] = {}
+    if live.capture_id is None:
+        context = await _recorded_detail_context(live, number)
+        if "error" in context:
+            # Stored while sharkd read the file, which then moved into the stored capture.
+            live = await _live_for(request, live_id)
+    if live.capture_id is not None and (not context or "error" in context):
+        context = await detail_context(await capture_for(request, live.capture_id), number)
+    return varies_on_htmx(render(request, "explorer/capture.html#packet_detail", context))
 
 
 @require_POST

@@ -14,7 +14,7 @@ from django.views.decorators.http import require_GET
 from ..access import capture_for, rights
 from ..engine import packets as engine_packets
 from ..engine.errors import EngineError
-from ..engine.packets import TreeNode
+from ..engine.packets import PacketDetail, TreeNode
 from ..models import Capture
 from . import hexdump
 from .common import not_found_page, varies_on_htmx, wants_partial
@@ -69,14 +69,20 @@ async def detail_context(capture: Capture, number: int) -> dict[str, Any]:
         detail = await engine_packets.detail(capture.path, number)
     except EngineError as error:
         return {"packet": number, "error": error.message}
+    context = tree_and_dumps(detail)
+    context["follow_links"] = follow_links(capture, detail.follow)
+    context["flow_link"] = stream_flow_url(capture, detail.follow)
+    return context
+
+
+def tree_and_dumps(detail: PacketDetail) -> dict[str, Any]:
+    """Return the template context of a packet's tree and hex dumps, without links to other pages."""
     _normalize_severity(detail.tree)
     dumps = [
         hexdump.dump(index, _source_label(source.name, len(source.data)), source.data)
         for index, source in enumerate(detail.sources)
     ]
-    follow = follow_links(capture, detail.follow)
-    flow = stream_flow_url(capture, detail.follow)
-    return {"packet": number, "tree": detail.tree, "dumps": dumps, "follow_links": follow, "flow_link": flow}
+    return {"packet": detail.number, "tree": detail.tree, "dumps": dumps}
 
 
 async def initial_detail(capture: Capture, number: int) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 // The live view: rows of a capture being recorded arrive over a websocket, in batches; the
 // view follows the newest row unless paused; a display filter asks the server for the rows it
-// matches. Packet data is untrusted: it is inserted as text only.
+// matches. Packet data is untrusted: it is inserted as text only. A clicked row's details come
+// rendered (and escaped) by the server, as in the stored capture's view.
 
+import { PacketDetail } from "./packet-detail.js";
 import { colour } from "./util.js";
 
 // Rows kept in the page: older ones are dropped (the stored capture has them all).
@@ -28,6 +30,26 @@ let retry = FIRST_RETRY_MS;
 let displayFilter = "";
 let finished = app.dataset.state !== "running";
 let lastStatus = null;
+let selectedNumber = null;
+
+const detail = new PacketDetail(document.getElementById("live-detail"), {
+  detailUrl: app.dataset.detailUrl,
+  menu: document.getElementById("field-menu"),
+  onFilterAction: filterAction,
+});
+
+// Field menu actions write the live view's display filter, as the stored view's do.
+function filterAction(action, expression) {
+  if (!expression) return;
+  const current = filterInput.value.trim();
+  let text = expression;
+  if (action.endsWith("-and") && current) text = `(${current}) && ${expression}`;
+  else if (action.endsWith("-or") && current) text = `(${current}) || ${expression}`;
+  else if (action === "apply-not") text = `!(${expression})`;
+  filterInput.value = text;
+  if (action.startsWith("apply")) filterForm.requestSubmit();
+  else filterInput.focus();
+}
 
 function rowElement(row) {
   const tr = document.createElement("tr");
@@ -41,6 +63,7 @@ function rowElement(row) {
   }
   tr.style.backgroundColor = colour(row.bg);
   tr.style.color = colour(row.fg);
+  if (row.number === selectedNumber) tr.classList.add("selected");
   return tr;
 }
 
@@ -129,6 +152,15 @@ function connect() {
     retry = Math.min(retry * 2, LAST_RETRY_MS);
   });
 }
+
+rowsBox.addEventListener("click", (event) => {
+  const row = event.target.closest("tr.live-row");
+  if (!row) return;
+  for (const selected of rowsBox.querySelectorAll("tr.selected")) selected.classList.remove("selected");
+  row.classList.add("selected");
+  selectedNumber = Number(row.dataset.number);
+  detail.load(selectedNumber);
+});
 
 followButton.addEventListener("click", () => {
   following = !following;
