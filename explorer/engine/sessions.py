@@ -172,13 +172,13 @@ class CaptureSessions:
                 ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
                 idle = [p for p in ready if p.pending == 0]
                 if filter_text is not None:
-                    # Where the filter ran before, its matches are cached: waiting there behind
-                    # fast work beats re-dissecting the whole capture on an idle session.
+                    # Where the filter ran before, its matches are cached: waiting there, even
+                    # behind another filter, costs its requester no more than re-dissecting the
+                    # whole capture elsewhere would, and keeps the other session free for the
+                    # pages and details of everyone else.
                     having = [p for p in ready if filter_text in p.filters_done]
-                    idle_having = [p for p in having if p.pending == 0]
-                    fast_having = [p for p in having if p.slow_pending == 0]
-                    if idle_having or fast_having:
-                        return min(idle_having or fast_having, key=lambda p: p.pending)
+                    if having:
+                        return min(having, key=lambda p: (p.slow_pending, p.pending))
                 if idle:
                     return idle[0]
                 # Every ready process is busy. Fast work may queue behind fast work,
