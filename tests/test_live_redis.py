@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from .conftest import PASSWORD, Server, shared_capture
 from .services import PostgresServer, RedisServer
 from .test_live_stream import single_pass_rows
+from .test_multiprocess import running_pair
 
 pytestmark = [pytest.mark.services, pytest.mark.engine]
 
@@ -27,20 +28,7 @@ def pair(
     tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
 ) -> Iterator[tuple[Server, Server]]:
     """Two daphne processes sharing the database, the Redis database and the capture folder."""
-    shared = {
-        "DATABASE_URL": postgres_server.create_database("livepair"),
-        "REDIS_URL": redis_server.new_database_url(),
-        "CAPTURES_DIR": str(tmp_path_factory.mktemp("liveshared") / "captures"),
-    }
-    first = Server(tmp_path_factory.mktemp("livefirst"), **shared)
-    second = Server(tmp_path_factory.mktemp("livesecond"), **shared)
-    first.start()
-    try:
-        second.start(new_database=False)
-        yield first, second
-    finally:
-        second.stop()
-        first.stop()
+    yield from running_pair(tmp_path_factory, postgres_server, redis_server, "livepair")
 
 
 def wait_for_live(server: Server, name: str, state: str, timeout: float = 60) -> dict[str, Any]:

@@ -23,19 +23,22 @@ UPLOADS_PER_HOUR = 4
 UPLOADER = "uploader"
 
 
-@pytest.fixture(scope="module")
-def pair(
-    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
+def running_pair(
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_server: PostgresServer,
+    redis_server: RedisServer,
+    name: str,
+    **env: str,
 ) -> Iterator[tuple[Server, Server]]:
-    """Two daphne processes sharing the database, the Redis database and the capture folder."""
+    """Run two daphne processes sharing a new database, a Redis database and a capture folder."""
     shared = {
-        "DATABASE_URL": postgres_server.create_database("pair"),
+        "DATABASE_URL": postgres_server.create_database(name),
         "REDIS_URL": redis_server.new_database_url(),
-        "CAPTURES_DIR": str(tmp_path_factory.mktemp("shared") / "captures"),
-        "RATE_LIMIT_UPLOADS": f"{UPLOADS_PER_HOUR}/3600",
+        "CAPTURES_DIR": str(tmp_path_factory.mktemp(f"{name}-shared") / "captures"),
+        **env,
     }
-    first = Server(tmp_path_factory.mktemp("first"), **shared)
-    second = Server(tmp_path_factory.mktemp("second"), **shared)
+    first = Server(tmp_path_factory.mktemp(f"{name}-first"), **shared)
+    second = Server(tmp_path_factory.mktemp(f"{name}-second"), **shared)
     first.start()
     try:
         second.start(new_database=False)
@@ -43,6 +46,16 @@ def pair(
     finally:
         second.stop()
         first.stop()
+
+
+@pytest.fixture(scope="module")
+def pair(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
+) -> Iterator[tuple[Server, Server]]:
+    """Two daphne processes sharing the database, the Redis database and the capture folder."""
+    yield from running_pair(
+        tmp_path_factory, postgres_server, redis_server, "pair", RATE_LIMIT_UPLOADS=f"{UPLOADS_PER_HOUR}/3600"
+    )
 
 
 @pytest.fixture(scope="module")
