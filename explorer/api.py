@@ -36,7 +36,7 @@ from .engine import stats as engine_stats
 from .engine import tables as engine_tables
 from .engine.errors import EngineCrashed, EngineError
 from .engine.follow import FollowResult
-from .engine.sessions import engine
+from .engine.sessions import SessionState, engine
 from .models import Annotation, Capture
 from .uploads import staged_uploads
 
@@ -157,23 +157,27 @@ class FieldOut(Schema):
     name: str
 
 
-def status_of(capture: Capture) -> str:
-    """Return "ready" when an engine session has the capture loaded, "stored" otherwise."""
-    if loaded_sessions(capture):
+def status_of(state: SessionState) -> str:
+    """Return "ready" when an engine session has the capture loaded, "loading" while one loads."""
+    if state.loaded:
         return "ready"
-    sessions = engine().captures.get(capture.path)
-    return "loading" if sessions is not None and sessions.processes else "stored"
+    return "loading" if state.running else "stored"
 
 
-def loaded_sessions(capture: Capture) -> int:
-    """Return how many engine sessions of this server process have the capture loaded."""
-    sessions = engine().captures.get(capture.path)
-    if sessions is None:
-        return 0
-    return sum(p.loaded.is_set() and p.alive for p in sessions.processes)
+async def captures_out(found: list[Capture], tags: list[list[str]] | None = None) -> list[dict[str, Any]]:
+    """Describe captures, with the state of their engine sessions asked for all at once."""
+    try:
+        states = await engine().states([capture.path for capture in found])
+    except EngineCrashed:
+        # The engine service is away: the captures are still stored and listed.
+        states = [SessionState(0, 0)] * len(found)
+    return [
+        capture_out(capture, state, tags[index] if tags else None)
+        for index, (capture, state) in enumerate(zip(found, states, strict=True))
+    ]
 
 
-def capture_out(capture: Capture, tags: list[str] | None = None) -> dict[str, Any]:
+def capture_out(capture: Capture, state: SessionState, tags: list[str] | None = None) -> dict[str, Any]:
     return {
         "id": capture.pk,
         "url": capture.get_absolute_url(),
@@ -189,8 +193,8 @@ def capture_out(capture: Capture, tags: list[str] | None = None) -> dict[str, An
         "tags": tags or [],
         "interfaces": capture.interfaces,
         "warning": capture.warning,
-        "status": status_of(capture),
-        "engine_sessions": loaded_sessions(capture),
+        "status": status_of(state),
+        "engine_sessions": state.loaded,
         "keylog_secrets": captures.keylog_secrets(capture),
         **{k: v for k, v in capture.properties().items() if k != "format"},
     }
@@ -265,7 +269,7 @@ async def upload(request: HttpRequest) -> tuple[int, dict[str, Any]]:
     if not uploads.files and not errors:
         errors.append({"name": "", "error": "no file in the request (multipart field `file`)"})
     body = {
-        "captures": [capture_out(c) for c in stored],
+        "captures": await captures_out(stored),
         "errors": errors,
         "id": stored[0].pk if stored else None,
         "url": stored[0].get_absolute_url() if stored else None,
@@ -298,13 +302,15 @@ async def list_captures(request: HttpRequest, filters: Query[CaptureFilters]) ->
         found = search.matching(visible, search.Filters(**filters.dict()), user)
     except search.SearchError as error:
         raise HttpError(400, str(error)) from error
-    return [capture_out(c, [t.name for t in c.tags.all()]) async for c in found.prefetch_related("tags")]
+    listed = [capture async for capture in found.prefetch_related("tags")]
+    return await captures_out(listed, [[t.name for t in c.tags.all()] for c in listed])
 
 
 @api.get("/captures/{capture_id}/", response={200: CaptureOut, 404: Error}, summary="Capture properties")
 async def capture_detail(request: HttpRequest, capture_id: int) -> dict[str, Any]:
     capture = await capture_for(request, capture_id)
-    return capture_out(capture, await search.tag_names(capture))
+    (described,) = await captures_out([capture], [await search.tag_names(capture)])
+    return described
 
 
 @api.delete("/captures/{capture_id}/", response={204: None, 404: Error}, summary="Delete a capture")

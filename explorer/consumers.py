@@ -14,6 +14,7 @@ from django.http import Http404
 from .access import capture_for_scope
 from .engine import packets, preview
 from .engine.errors import EngineError
+from .engine.remote import RemoteCaptureSessions
 from .engine.sessions import CaptureSessions, engine
 from .models import Capture
 
@@ -26,7 +27,7 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
     """Push `load.progress`, `load.rows`, then `load.done` (or `load.failed`) for one capture."""
 
     capture: Capture
-    sessions: CaptureSessions
+    sessions: CaptureSessions | RemoteCaptureSessions
     task: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:

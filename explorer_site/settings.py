@@ -166,6 +166,9 @@ ENGINE_MEMORY_MB = env_int("ENGINE_MEMORY_MB", 4096)
 # recently used idle one is closed, or the request waits this long and is told the engine is busy.
 ENGINE_MAX_PROCESSES = env_int("ENGINE_MAX_PROCESSES", 8)
 ENGINE_BUSY_WAIT_SECONDS = env_int("ENGINE_BUSY_WAIT_SECONDS", 30)
+# With several server processes: every sharkd session lives in `manage.py run_engine`, reached
+# at tcp://HOST:PORT or unix:///PATH, so each capture is loaded once for all of them.
+ENGINE_URL = os.environ.get("ENGINE_URL", "")
 PREVIEW_ROWS = env_int("PREVIEW_ROWS", 200)
 # Search summaries (a tshark pass over each upload) in `manage.py run_worker` instead of in the
 # server process that stored the capture.

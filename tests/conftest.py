@@ -66,6 +66,8 @@ class Server:
 
     # With --services: PostgreSQL and Redis, where each server gets databases of its own.
     services: Services | None = None
+    # The engine service the server sends its engine work to (ENGINE_URL), if any.
+    engine: EngineService | None = None
 
     def __init__(self, workdir: Path, **env: str) -> None:
         self.workdir = workdir
@@ -194,10 +196,58 @@ class Server:
     def children(self) -> list[int]:
         """Return the pids of the server's child processes (sharkd sessions, tshark)."""
         assert self.process is not None
-        out = subprocess.run(
-            ["ps", "-o", "pid=", "--ppid", str(self.process.pid)], capture_output=True, text=True
+        return children_of(self.process.pid)
+
+
+class EngineService:
+    """A `manage.py run_engine` process: the sharkd sessions of the servers given its ENGINE_URL."""
+
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.workdir = workdir
+        self.url = f"tcp://127.0.0.1:{free_port()}"
+        self.env = {**os.environ, **env, "ENGINE_URL": self.url}
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log = open(self.workdir / "engine.log", "ab")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "run_engine"],
+            env=self.env,
+            cwd=ROOT,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
-        return [int(pid) for pid in out.stdout.split()]
+        port = int(self.url.rsplit(":", 1)[1])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("engine service did not start: " + (self.workdir / "engine.log").read_text())
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> None:
+        if self.process is not None:
+            os.killpg(self.process.pid, sig)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(10)
+            self.log.close()
+            self.process = None
+
+    def children(self) -> list[int]:
+        """Return the pids of the service's sharkd processes."""
+        assert self.process is not None
+        return children_of(self.process.pid)
+
+
+def children_of(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(child) for child in out.stdout.split()]
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -1,10 +1,11 @@
-"""Two server processes on one PostgreSQL, one Redis and one capture folder, as in production."""
+"""Two server processes on one PostgreSQL, Redis, capture folder and engine service, as in production."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
+import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,14 +13,14 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import Server, shared_capture, tshark_numbers, tshark_rows, upload
+from .conftest import EngineService, Server, children_of, shared_capture, tshark_numbers, tshark_rows, upload
 from .services import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.services, pytest.mark.engine]
 
 SOURCE = "http_espn.pcapng"
 COLUMNS = ["number", "time", "source", "destination", "protocol", "length", "info"]
-UPLOADS_PER_HOUR = 4
+UPLOADS_PER_HOUR = 6
 UPLOADER = "uploader"
 
 
@@ -30,22 +31,30 @@ def running_pair(
     name: str,
     **env: str,
 ) -> Iterator[tuple[Server, Server]]:
-    """Run two daphne processes sharing a new database, a Redis database and a capture folder."""
+    """Run two daphne processes sharing a new database, a Redis database, a capture folder and
+    the engine service (`Server.engine` of both)."""
+    shared_dir = tmp_path_factory.mktemp(f"{name}-shared")
     shared = {
         "DATABASE_URL": postgres_server.create_database(name),
         "REDIS_URL": redis_server.new_database_url(),
-        "CAPTURES_DIR": str(tmp_path_factory.mktemp(f"{name}-shared") / "captures"),
+        "CAPTURES_DIR": str(shared_dir / "captures"),
         **env,
     }
-    first = Server(tmp_path_factory.mktemp(f"{name}-first"), **shared)
-    second = Server(tmp_path_factory.mktemp(f"{name}-second"), **shared)
-    first.start()
+    engine = EngineService(shared_dir, **shared)
+    engine.start()
+    first = Server(tmp_path_factory.mktemp(f"{name}-first"), **shared, ENGINE_URL=engine.url)
+    second = Server(tmp_path_factory.mktemp(f"{name}-second"), **shared, ENGINE_URL=engine.url)
+    first.engine = second.engine = engine
     try:
-        second.start(new_database=False)
-        yield first, second
+        first.start()
+        try:
+            second.start(new_database=False)
+            yield first, second
+        finally:
+            second.stop()
+            first.stop()
     finally:
-        second.stop()
-        first.stop()
+        engine.stop()
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +135,39 @@ def test_an_upload_through_one_is_listed_paged_and_filtered_through_the_other(
     detail = through_second.get(f"/api/captures/{capture_id}/packets/{numbers[0]}/")
     assert detail.status_code == 200, detail.text
     assert detail.json()["tree"][0]["label"].startswith(f"Frame {numbers[0]}:")
+
+
+def sharkd_processes(pid: int) -> int:
+    pids = children_of(pid)
+    if not pids:
+        return 0
+    listed = ["ps", "-o", "comm=", "-p", ",".join(map(str, pids))]
+    out = subprocess.run(listed, capture_output=True, text=True)
+    return out.stdout.split().count("sharkd")
+
+
+def test_the_capture_is_loaded_once_for_both_servers(
+    pair: tuple[Server, Server], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    first, second = pair
+    through_first, through_second = clients
+    stored = upload(through_first, shared_capture("dns-udp.pcap"))
+    assert stored.status_code == 201, stored.text
+    capture_id = stored.json()["id"]
+    pages = [
+        client.get(f"/api/captures/{capture_id}/packets", params={"filter": "dns.flags.response == 1"})
+        for client in (through_first, through_second)
+    ]
+    assert pages[0].status_code == 200 and pages[0].json() == pages[1].json()
+    # Both servers see the one session of the engine service; neither started a sharkd.
+    states = [client.get(f"/api/captures/{capture_id}/").json() for client in clients]
+    assert [s["status"] for s in states] == ["ready", "ready"]
+    assert states[0]["engine_sessions"] == states[1]["engine_sessions"] == 1
+    assert first.engine is not None and first.engine.process is not None
+    assert sharkd_processes(first.engine.process.pid) >= 2  # the capture's and the filter checker's
+    for server in pair:
+        assert server.process is not None
+        assert sharkd_processes(server.process.pid) == 0
 
 
 async def next_event(ws: ClientConnection, kind: str, timeout: float = 10) -> dict[str, Any]:

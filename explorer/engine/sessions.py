@@ -27,7 +27,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from django.conf import settings
 
@@ -47,24 +47,45 @@ class EngineBusy(EngineCrashed):
     """Every session the engine may run is working, and none fell idle in time."""
 
 
+class SessionState(NamedTuple):
+    """How many sessions have a capture loaded, and how many are loading or alive."""
+
+    loaded: int
+    running: int
+
+
+class PageMemory:
+    """Answers remembered per capture: pages of rows, and packet counts per display filter."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str | None, int] = {}
+        self.pages: OrderedDict[Hashable, Any] = OrderedDict()
+
+    def remember_page(self, key: Hashable, rows: Any) -> None:
+        """Keep a page of rows, forgetting the least recently used beyond PAGES_KEPT."""
+        self.pages[key] = rows
+        self.pages.move_to_end(key)
+        while len(self.pages) > PAGES_KEPT:
+            self.pages.popitem(last=False)
+
+
 # Whether a capture may start one more session: given the asking capture's sessions and
 # whether it has none that could serve it (then an idle session of another capture is closed
 # to make room). Without one, there is no limit across captures.
 RoomCheck = Callable[["CaptureSessions", bool], bool]
 
 
-class CaptureSessions:
+class CaptureSessions(PageMemory):
     """The sharkd processes serving one capture file."""
 
     def __init__(self, path: Path | None, max_processes: int, room: RoomCheck | None = None) -> None:
+        super().__init__()
         self.path = path
         self.max_processes = max_processes
         self.room = room
         self.processes: list[SharkdProcess] = []
         self.changed = asyncio.Condition()
         self.load_error: EngineError | None = None
-        self.counts: dict[str | None, int] = {}
-        self.pages: OrderedDict[Hashable, Any] = OrderedDict()
         self.viewers = 0
 
     def warm(self) -> None:
@@ -104,12 +125,9 @@ class CaptureSessions:
     def viewer_left(self) -> None:
         self.viewers = max(0, self.viewers - 1)
 
-    def remember_page(self, key: Hashable, rows: Any) -> None:
-        """Keep a page of rows, forgetting the least recently used beyond PAGES_KEPT."""
-        self.pages[key] = rows
-        self.pages.move_to_end(key)
-        while len(self.pages) > PAGES_KEPT:
-            self.pages.popitem(last=False)
+    def state(self) -> SessionState:
+        loaded = sum(p.loaded.is_set() and p.alive for p in self.processes)
+        return SessionState(loaded, len(self.processes))
 
     def _spawn(self) -> SharkdProcess:
         process = SharkdProcess(self.path)
@@ -334,6 +352,12 @@ class Engine:
                 if not sessions.processes and self.captures.get(path) is sessions:
                     del self.captures[path]
 
+    async def states(self, paths: list[Path]) -> list[SessionState]:
+        """Return the state of each capture's sessions (none for a capture not opened)."""
+        return [
+            self.captures[path].state() if path in self.captures else SessionState(0, 0) for path in paths
+        ]
+
     async def forget(self, path: Path) -> None:
         """Close the sessions of a capture that is being deleted."""
         sessions = self.captures.pop(path, None)
@@ -345,15 +369,34 @@ class Engine:
             await self.captures.pop(path).close()
 
 
+if TYPE_CHECKING:
+    from .remote import RemoteEngine
+
 _engines: dict[asyncio.AbstractEventLoop, Engine] = {}
+_remote_engines: dict[asyncio.AbstractEventLoop, RemoteEngine] = {}
 
 
-def engine() -> Engine:
-    """Return the engine of the running event loop (one per server process)."""
+def _of_loop(engines: dict[asyncio.AbstractEventLoop, Any], make: Callable[[], Any]) -> Any:
     loop = asyncio.get_running_loop()
-    current = _engines.get(loop)
+    current = engines.get(loop)
     if current is None:
-        for old_loop in [old for old in _engines if old.is_closed()]:
-            del _engines[old_loop]
-        current = _engines[loop] = Engine()
+        for old_loop in [old for old in engines if old.is_closed()]:
+            del engines[old_loop]
+        current = engines[loop] = make()
     return current
+
+
+def local_engine() -> Engine:
+    """Return the sharkd sessions of this process and event loop."""
+    engine: Engine = _of_loop(_engines, Engine)
+    return engine
+
+
+def engine() -> Engine | RemoteEngine:
+    """Return the engine of the running event loop: this process's own, or the engine service."""
+    if not settings.ENGINE_URL:
+        return local_engine()
+    from .remote import RemoteEngine
+
+    remote: RemoteEngine = _of_loop(_remote_engines, lambda: RemoteEngine(settings.ENGINE_URL))
+    return remote
