@@ -119,7 +119,7 @@ def compose() -> dict[str, Any]:
 def test_the_compose_file_runs_the_app_on_postgresql_and_redis_with_a_captures_volume() -> None:
     document = compose()
     services = document["services"]
-    assert {"app", "worker", "migrate", "postgres", "redis"} <= set(services)
+    assert {"app", "engine", "worker", "migrate", "postgres", "redis"} <= set(services)
     app = services["app"]
     environment = app["environment"]
     assert environment["DEBUG"] == "0"
@@ -137,6 +137,12 @@ def test_the_compose_file_runs_the_app_on_postgresql_and_redis_with_a_captures_v
     worker = services["worker"]
     assert worker["command"][-1] == "run_worker" and environment["SUMMARY_WORKER"] == "1"
     assert worker["environment"] == environment and worker["volumes"] == app["volumes"]
+    # One engine service holds the sharkd sessions of every app process, on the same files.
+    engine = services["engine"]
+    assert engine["command"][1:3] == ["manage.py", "run_engine"]
+    listen = engine["command"][engine["command"].index("--listen") + 1]
+    assert environment["ENGINE_URL"] == "tcp://engine:" + listen.rsplit(":", 1)[1]
+    assert engine["environment"] == environment and engine["volumes"] == app["volumes"]
     # Every setting the deployment gives is one the app reads.
     settings = (ROOT / "explorer_site" / "settings.py").read_text()
     for name in environment:
