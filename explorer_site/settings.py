@@ -166,6 +166,11 @@ ENGINE_MEMORY_MB = env_int("ENGINE_MEMORY_MB", 4096)
 # recently used idle one is closed, or the request waits this long and is told the engine is busy.
 ENGINE_MAX_PROCESSES = env_int("ENGINE_MAX_PROCESSES", 8)
 ENGINE_BUSY_WAIT_SECONDS = env_int("ENGINE_BUSY_WAIT_SECONDS", 30)
+# Resident memory of all those sessions together, in MB (0: no limit; default: half the
+# machine's). A capture about to load counts as its estimate until it has loaded.
+ENGINE_MEMORY_BUDGET_MB = env_int(
+    "ENGINE_MEMORY_BUDGET_MB", os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**21
+)
 # With several server processes: every sharkd session lives in `manage.py run_engine`, reached
 # at tcp://HOST:PORT or unix:///PATH, so each capture is loaded once for all of them.
 ENGINE_URL = os.environ.get("ENGINE_URL", "")

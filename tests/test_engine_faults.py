@@ -348,3 +348,36 @@ async def test_a_capture_waiting_for_a_busy_engine_is_told_so(
         # Once a session is idle again, its place goes to the capture that waited.
         page = await first_page(api, waiting)
         assert page["total"] == len(tshark_numbers(shared_capture("http_post.pcapng"), "frame"))
+
+
+# Room for the sessions of two small captures (about 150 MB each) and not three.
+BUDGET_MB = 400
+
+
+@pytest.fixture(scope="module")
+def budget_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from started(tmp_path_factory, "budget", ENGINE_MEMORY_BUDGET_MB=str(BUDGET_MB))
+
+
+def resident_mb(pid: int) -> float:
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError):
+        return 0.0
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+async def test_captures_opened_one_after_another_stay_within_the_memory_budget(budget_server: Server) -> None:
+    server = budget_server
+    names = ["http_google.pcapng", "dns-udp.pcap", "tls-sni.pcapng", "http_espn.pcapng", "http_post.pcapng"]
+    most = 0
+    async with await client_of(server) as api:
+        for name in names:
+            capture = await uploaded(api, shared_capture(name))
+            page = await first_page(api, capture)
+            assert page["total"] == len(tshark_numbers(shared_capture(name), "frame"))
+            held = sharkd_pids(server)
+            assert sum(resident_mb(pid) for pid in held) <= BUDGET_MB, held
+            most = max(most, len(held))
+    # The budget, not the count of sessions (8 by default), closed the least recently used.
+    assert most == 2

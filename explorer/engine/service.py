@@ -3,7 +3,7 @@
 With ENGINE_URL set, server processes start no sharkd of their own: they send each engine
 request to `manage.py run_engine`, which keeps the sessions (sessions.Engine). A capture is
 then loaded once however many server processes serve its viewers, every viewer gets the
-answers of the same sessions, and ENGINE_MAX_PROCESSES and ENGINE_MEMORY_MB bound the whole
+answers of the same sessions, and ENGINE_MAX_PROCESSES and ENGINE_MEMORY_BUDGET_MB bound the whole
 deployment rather than each process.
 
 Viewer counts (which keep a standby session loaded) are kept per connection, so a server

@@ -9,10 +9,11 @@ still finds every session busy with slow work, another session is started and th
 goes to whichever is free first. Extra sessions are evicted soon after they fall idle.
 
 Across all captures at most ENGINE_MAX_PROCESSES sessions hold a capture (the one that only
-checks filter syntax is not counted). A capture that needs a session when they are all taken
-gets the least recently used idle one's place; when none is idle, its request waits up to
-ENGINE_BUSY_WAIT_SECONDS and is then told that the engine is busy. Extra sessions are only
-started where there is room.
+checks filter syntax is not counted), and together they stay within ENGINE_MEMORY_BUDGET_MB of
+resident memory, a capture still loading counting as its estimate. A capture that needs a
+session when there is no room gets the least recently used idle sessions' place; when none is
+idle, its request waits up to ENGINE_BUSY_WAIT_SECONDS and is then told that the engine is
+busy. Extra sessions are only started where there is room.
 
 A request that crashes its session is retried once on a fresh one; a request that gets no
 answer within ENGINE_REQUEST_TIMEOUT is not (it would most likely hang again): its session is
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
@@ -38,6 +40,12 @@ log = logging.getLogger(__name__)
 
 # Pages of packet rows remembered per capture (a page of 200 rows is about 60 KB).
 PAGES_KEPT = 256
+
+# What a sharkd session holds, to estimate a capture before it has loaded: measured on this
+# project's million-packet benchmark capture (651 MB of file, 1.5 GB resident once loaded;
+# 150 MB for a small one).
+SESSION_BASE_MB = 150
+SESSION_MB_PER_FILE_MB = 2.2
 
 # Processes being closed in the background (the loop keeps only weak references to tasks).
 _closing: set[asyncio.Task[None]] = set()
@@ -124,6 +132,15 @@ class CaptureSessions(PageMemory):
 
     def viewer_left(self) -> None:
         self.viewers = max(0, self.viewers - 1)
+
+    def memory_mb(self) -> float:
+        """Return the resident memory of these sessions; a loading one counts as its estimate."""
+        expected = expected_mb(self.path)
+        total = 0.0
+        for process in self.processes:
+            resident = resident_mb(process.pid)
+            total += resident if process.loaded.is_set() else max(resident, expected)
+        return total
 
     def state(self) -> SessionState:
         loaded = sum(p.loaded.is_set() and p.alive for p in self.processes)
@@ -322,25 +339,41 @@ class Engine:
 
     def _room(self, asking: CaptureSessions, needed: bool) -> bool:
         """Whether the capture may start a session; if it needs one, close the least recently used idle."""
-        limit = settings.ENGINE_MAX_PROCESSES
-        if asking.path is None or limit <= 0:
+        if asking.path is None:
             return True
         holding = [s for s in self.captures.values() if s.path is not None]
         if asking not in holding:
             holding.append(asking)
-        if sum(s.running() for s in holding) < limit:
-            return True
-        if not needed:
-            return False
-        idle = [(p.last_used, s, p) for s in holding for p in s.idle()]
-        if not idle:
-            return False
-        _, owner, process = min(idle, key=lambda item: item[0])
-        log.info(
-            "closing the idle session of %s to open %s (limit of %d sessions)", owner.path, asking.path, limit
-        )
-        owner.close_soon(process)
+        while not self._fits(holding, asking):
+            if not needed:
+                return False
+            idle = [(p.last_used, s, p) for s in holding for p in s.idle()]
+            if not idle:
+                return False
+            _, owner, process = min(idle, key=lambda item: item[0])
+            log.info(
+                "closing the idle session of %s to open %s (%d sessions, budget %d MB)",
+                owner.path,
+                asking.path,
+                settings.ENGINE_MAX_PROCESSES,
+                settings.ENGINE_MEMORY_BUDGET_MB,
+            )
+            owner.close_soon(process)
         return True
+
+    def _fits(self, holding: list[CaptureSessions], asking: CaptureSessions) -> bool:
+        """Whether one more session of `asking` stays within the count and the memory budget."""
+        limit, budget = settings.ENGINE_MAX_PROCESSES, settings.ENGINE_MEMORY_BUDGET_MB
+        if limit > 0 and sum(s.running() for s in holding) >= limit:
+            return False
+        if budget <= 0:
+            return True
+        used = sum(s.memory_mb() for s in holding)
+        # With nothing else held, a capture larger than the budget still gets its one session
+        # (ENGINE_MEMORY_MB bounds it); a second one would only add to it.
+        if used == 0:
+            return True
+        return used + expected_mb(asking.path) <= budget
 
     async def _evict_forever(self) -> None:
         while True:
@@ -368,6 +401,27 @@ class Engine:
         for path in list(self.captures):
             await self.captures.pop(path).close()
 
+
+def expected_mb(path: Path | None) -> float:
+    """Estimate what a session holds once it has loaded the capture."""
+    try:
+        size = path.stat().st_size if path is not None else 0
+    except OSError:
+        size = 0
+    return SESSION_BASE_MB + SESSION_MB_PER_FILE_MB * size / 2**20
+
+
+def resident_mb(pid: int | None) -> float:
+    """Return a process's resident memory (0 once it has gone)."""
+    try:
+        with open(f"/proc/{pid}/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0.0
+    return pages * _PAGE_SIZE / 2**20
+
+
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE")
 
 if TYPE_CHECKING:
     from .remote import RemoteEngine
