@@ -119,3 +119,38 @@ def test_two_workers_share_the_queue_and_summarize_each_capture_once(
         "from explorer.models import Capture; print(Capture.objects.filter(protocols='').count())",
     )
     assert waiting.stdout.split() == ["0"], waiting.stderr
+
+
+def tshark_of(pid: int) -> list[int]:
+    """Return the tshark processes the worker started (each in a session of its own)."""
+    out = subprocess.run(["ps", "-o", "pid=,comm=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(line.split()[0]) for line in out.stdout.splitlines() if line.split()[1:] == ["tshark"]]
+
+
+def test_a_worker_killed_in_the_middle_of_a_summary_leaves_it_to_the_next(
+    queued: Server, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    # About 80,000 packets: a summary of a few seconds.
+    path = tmp_path_factory.mktemp("killed") / "synscan-x40.pcap"
+    source = shared_capture("synscan.pcapng")
+    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 40, check=True)
+    answer = upload(api, path)
+    assert answer.status_code == 201, answer.text
+    capture_id = int(answer.json()["id"])
+
+    worker = subprocess.Popen(worker_command(), env=queued.env, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not (running := tshark_of(worker.pid)):
+        assert time.monotonic() < deadline and worker.poll() is None, "the worker never started tshark"
+        time.sleep(0.02)
+    os.killpg(worker.pid, signal.SIGKILL)
+    for pid in running:
+        os.killpg(pid, signal.SIGKILL)
+    worker.wait(30)
+
+    # Nothing half-done was stored: the capture still waits for a summary.
+    assert capture_id not in found(api, "tcp")
+    done = queued.manage("run_worker", "--once")
+    assert done.returncode == 0, done.stderr
+    assert f"summarized capture {capture_id}" in done.stderr
+    assert capture_id in found(api, "tcp")
