@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db import DatabaseError
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
@@ -23,7 +24,7 @@ from ninja.responses import NinjaJSONEncoder
 from pydantic import WithJsonSchema, field_validator
 
 from . import annotations as notes
-from . import captures, live, marks, search
+from . import captures, exports, live, marks, search
 from .access import capture_for, user_of, visible_captures
 from .availability import database_unavailable
 from .engine import expert as engine_expert
@@ -37,7 +38,7 @@ from .engine import tables as engine_tables
 from .engine.errors import EngineCrashed, EngineError
 from .engine.follow import FollowResult
 from .engine.sessions import SessionState, engine
-from .models import Annotation, Capture
+from .models import Annotation, Capture, ExportJob
 from .uploads import staged_uploads
 
 api = NinjaAPI(
@@ -784,19 +785,14 @@ def file_stem(name: str) -> str:
     return (Path(stem).stem if name.endswith(".gz") else stem) or "capture"
 
 
-async def read_and_remove(path: Path) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in read_file(path):
-            yield chunk
-    finally:
-        path.unlink(missing_ok=True)
-
-
 @api.get(
     "/captures/{capture_id}/export",
-    response={400: Error, 404: Error},
+    response={400: Error, 404: Error, 503: Error},
     openapi_extra=file_response(),
     summary="Export specified packets: the displayed frames (optionally first..last) as pcapng",
+    description="Queues the export as `POST .../exports` does and answers with its file once it "
+    "is done. If it takes longer than the engine's request timeout, the answer is a 503 naming "
+    "the export to ask for.",
 )
 async def export_packets(
     request: HttpRequest, capture_id: int, query: Query[ExportQuery]
@@ -805,14 +801,149 @@ async def export_packets(
     everything = query.range in ("all", "marked")
     first = None if everything else frame_bound(query.first, "first")
     last = None if everything else frame_bound(query.last, "last")
-    only = set(await marks.marked(capture)) if query.range == "marked" else None
-    added = await notes.for_export(capture) if query.annotations else None
-    path = await engine_export.export_packets(capture.path, query.filter, first, last, only, added)
-    response = StreamingHttpResponse(read_and_remove(path), content_type="application/octet-stream")
+    job = await queue_export(request, capture, query.filter, first, last, query.range, query.annotations)
+    job = await exports.finished(job, settings.ENGINE_REQUEST_TIMEOUT)
+    if job.state == ExportJob.State.FAILED:
+        raise EngineError(job.error)
+    path = exports.file_of(job)
+    if path is None:
+        raise HttpError(503, f"the export is still running: ask for {export_url(job)}")
+    # Asked for and answered in one request: nobody fetches this file again.
+    return export_file(capture, path, read_and_remove(path))
+
+
+async def read_and_remove(path: Path) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in read_file(path):
+            yield chunk
+    finally:
+        path.unlink(missing_ok=True)
+
+
+async def queue_export(
+    request: HttpRequest,
+    capture: Capture,
+    filter_text: str,
+    first: int | None,
+    last: int | None,
+    frames: str,
+    annotations: bool,
+) -> ExportJob:
+    """Check what is asked (a bad filter or range is refused at once), then queue it."""
+    await engine_export.check_request(filter_text, first, last)
+    only = await marks.marked(capture) if frames == "marked" else None
+    user = await user_of(request)
+    return await exports.request(capture, user, filter_text, first, last, only, annotations)
+
+
+def export_file(
+    capture: Capture, path: Path, content: AsyncIterator[bytes] | None = None
+) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(content or read_file(path), content_type="application/octet-stream")
     response["Content-Length"] = str(path.stat().st_size)
     name = f"{file_stem(capture.name)}-export.pcapng"
     response["Content-Disposition"] = content_disposition_header(True, name) or "attachment"
     return response
+
+
+class ExportRequest(Schema):
+    filter: str = Field("", description="Display filter: the frames it displays (all without one)")
+    first: int | None = Field(None, ge=1, description="First frame number of a range")
+    last: int | None = Field(None, ge=1, description="Last frame number of a range")
+    frames: Literal["displayed", "marked"] = Field(
+        "displayed", description='"marked": only the marked frames among the displayed ones'
+    )
+    annotations: bool = Field(
+        False, description="Add the annotations as pcapng comments: the frames', and the capture's"
+    )
+
+
+class ExportOut(Schema):
+    id: int
+    state: Literal["queued", "running", "done", "failed"]
+    error: str
+    size: int
+    created_at: datetime
+    finished_at: datetime | None
+    url: str
+    file_url: str
+
+
+def export_url(job: ExportJob) -> str:
+    return f"/api/captures/{job.capture_id}/exports/{job.pk}"
+
+
+def export_out(job: ExportJob) -> dict[str, Any]:
+    return {
+        "id": job.pk,
+        "state": job.state,
+        "error": job.error,
+        "size": job.size,
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+        "url": export_url(job),
+        "file_url": export_url(job) + "/file",
+    }
+
+
+async def export_job(request: HttpRequest, capture_id: int, export_id: int) -> tuple[Capture, ExportJob]:
+    """Return a capture the requester may read and one of its exports, as it is now."""
+    capture = await capture_for(request, capture_id)
+    try:
+        job = await ExportJob.objects.aget(pk=export_id, capture=capture)
+    except ExportJob.DoesNotExist:
+        raise Http404("no such export of this capture") from None
+    return capture, await exports.current(job)
+
+
+@api.post(
+    "/captures/{capture_id}/exports",
+    response={202: ExportOut, 400: Error, 404: Error},
+    summary="Queue an export of specified packets as pcapng",
+    description="The export runs in a worker (or in the background of the server asked); ask for "
+    "its `url` until its state is done, then fetch its `file_url`. A restarted worker or server "
+    "runs it again; the file is kept for an hour.",
+)
+async def create_export(
+    request: HttpRequest, capture_id: int, body: ExportRequest
+) -> tuple[int, dict[str, Any]]:
+    capture = await capture_for(request, capture_id)
+    job = await queue_export(
+        request, capture, body.filter, body.first, body.last, body.frames, body.annotations
+    )
+    return 202, export_out(job)
+
+
+@api.get(
+    "/captures/{capture_id}/exports/{export_id}",
+    response={200: ExportOut, 404: Error},
+    summary="An export's state",
+)
+async def export_state(request: HttpRequest, capture_id: int, export_id: int) -> dict[str, Any]:
+    _, job = await export_job(request, capture_id, export_id)
+    return export_out(job)
+
+
+@api.get(
+    "/captures/{capture_id}/exports/{export_id}/file",
+    response={400: Error, 404: Error, 409: Error, 410: Error},
+    openapi_extra=file_response(),
+    summary="An export's pcapng file, once it is done",
+)
+async def export_file_of(request: HttpRequest, capture_id: int, export_id: int) -> Any:
+    capture, job = await export_job(request, capture_id, export_id)
+    if job.state == ExportJob.State.FAILED:
+        return api.create_response(request, {"error": job.error}, status=400)
+    if job.state != ExportJob.State.DONE:
+        return api.create_response(
+            request, {"error": f"the export is {job.state}: try again shortly"}, status=409
+        )
+    path = exports.file_of(job)
+    if path is None:
+        return api.create_response(
+            request, {"error": "the export's file was removed after an hour: export again"}, status=410
+        )
+    return export_file(capture, path)
 
 
 class MarksOut(Schema):

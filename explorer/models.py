@@ -252,3 +252,45 @@ class LiveCapture(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("explorer:live_view", args=[self.pk])
+
+
+class ExportJob(models.Model):
+    """An export of displayed packets as pcapng, run by whichever process claims it.
+
+    The row is the job's queue entry: a worker (or, without one, the server that was asked)
+    claims it for a lease that it renews while it runs. A process that dies lets the lease
+    lapse, and the next to look claims the job again, so a restart loses no export.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    capture = models.ForeignKey(Capture, on_delete=models.CASCADE, related_name="exports")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    filter = models.TextField(blank=True)
+    first = models.PositiveBigIntegerField(null=True, blank=True)
+    last = models.PositiveBigIntegerField(null=True, blank=True)
+    # "Marked packets only": the frames marked when the export was asked for.
+    only = models.JSONField(null=True, blank=True)
+    annotations = models.BooleanField(default=False, help_text="Annotations become pcapng comments.")
+    state = models.CharField(max_length=8, choices=State.choices, default=State.QUEUED)
+    error = models.CharField(max_length=500, blank=True)
+    # The file under CAPTURES_DIR/.exports once done.
+    stored_as = models.CharField(max_length=64, blank=True)
+    size = models.PositiveBigIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["state", "claimed_until"], name="export_queue")]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} of {self.capture_id}"

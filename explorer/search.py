@@ -290,7 +290,7 @@ def schedule_summary(capture: Capture) -> None:
     """Fill the capture's hosts and protocols in the background, after the current request."""
     # A context of its own: the request's would send the task's database calls to the
     # request's thread executor, which is gone once the response is sent.
-    if settings.SUMMARY_WORKER:
+    if settings.BACKGROUND_WORKER:
         summary = _queue_for_worker(capture.pk)
     else:
         summary = _summarize_in_turn(capture.pk, capture.path)

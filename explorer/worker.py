@@ -1,10 +1,12 @@
-"""The summary worker: summarize captures in a process of its own, fed from the database.
+"""The background worker: summaries and exports in a process of its own, fed from the database.
 
-With SUMMARY_WORKER=1 the server processes leave the search summaries to `manage.py run_worker`.
-The queue is the captures table itself: a capture whose protocols are empty has no summary yet
-(an upload, or a key log attached since), so a stopped server or worker loses nothing; the next
-worker to start picks the capture up. On PostgreSQL several workers share the work: each locks
-the capture it summarizes and the others skip it.
+With BACKGROUND_WORKER=1 the server processes leave search summaries and exports to
+`manage.py run_worker`. For summaries the queue is the captures table itself: a capture whose
+protocols are empty has no summary yet (an upload, or a key log attached since), so a stopped
+server or worker loses nothing; the next worker to start picks the capture up. On PostgreSQL
+several workers share the work: each locks the capture it summarizes and the others skip it.
+Exports are rows of their own, claimed for a lease (explorer/exports.py), so an export whose
+worker died is run again by the next.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
 from . import annotations as notes
+from . import exports
 from .engine import summary as engine_summary
 from .engine.errors import EngineError
+from .engine.sessions import engine
 from .models import Capture
 from .search import words_field
 
@@ -51,14 +55,34 @@ def summarize_next(failed: set[int]) -> int | None:
 
 
 def run(poll_seconds: float, once: bool = False) -> None:
-    """Summarize captures as they come; with once, stop when none is left."""
+    """Export and summarize captures as they come, exports first; with once, stop when none is left."""
     failed: set[int] = set()
-    while True:
-        started = time.monotonic()
-        done = summarize_next(failed)
-        if done is not None:
-            log.info("summarized capture %s in %.1f s", done, time.monotonic() - started)
-            continue
-        if once:
-            return
-        time.sleep(poll_seconds)
+    with asyncio.Runner() as runner:
+        while True:
+            started = time.monotonic()
+            # Someone waits for an export; a summary only makes a capture findable sooner.
+            exported = runner.run(exports.run_next())
+            if exported is not None:
+                log.info("ran export %s in %.1f s", exported, time.monotonic() - started)
+                # A worker holds no engine session between jobs (ENGINE_URL: none at all).
+                runner.run(_close_engine())
+                continue
+            if not _summarize_or_wait(failed, poll_seconds, once):
+                return
+
+
+async def _close_engine() -> None:
+    await engine().close()
+
+
+def _summarize_or_wait(failed: set[int], poll_seconds: float, once: bool) -> bool:
+    """Summarize the next capture, or wait for work; return False when once and none is left."""
+    started = time.monotonic()
+    done = summarize_next(failed)
+    if done is not None:
+        log.info("summarized capture %s in %.1f s", done, time.monotonic() - started)
+        return True
+    if once:
+        return False
+    time.sleep(poll_seconds)
+    return True

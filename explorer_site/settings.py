@@ -175,9 +175,12 @@ ENGINE_MEMORY_BUDGET_MB = env_int(
 # at tcp://HOST:PORT or unix:///PATH, so each capture is loaded once for all of them.
 ENGINE_URL = os.environ.get("ENGINE_URL", "")
 PREVIEW_ROWS = env_int("PREVIEW_ROWS", 200)
-# Search summaries (a tshark pass over each upload) in `manage.py run_worker` instead of in the
-# server process that stored the capture.
-SUMMARY_WORKER = env_bool("SUMMARY_WORKER", False)
+# Search summaries (a tshark pass over each upload) and exports in `manage.py run_worker`
+# instead of in the server process that was asked (SUMMARY_WORKER is its former name).
+BACKGROUND_WORKER = env_bool("BACKGROUND_WORKER", env_bool("SUMMARY_WORKER", False))
+# How long an export's runner holds it without renewing: after a crash, the time before
+# another process runs it again.
+EXPORT_LEASE_SECONDS = env_int("EXPORT_LEASE_SECONDS", 60)
 
 LOGGING = {
     "version": 1,

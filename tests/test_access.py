@@ -19,6 +19,7 @@ import json
 import re
 import secrets
 import threading
+import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -168,6 +169,9 @@ API: dict[tuple[str, str], Probe] = {
     ("GET", f"{C}/expert"): Probe("read"),
     ("GET", f"{C}/iograph"): Probe("read"),
     ("GET", f"{C}/export"): Probe("read", params={"annotations": "true"}),
+    ("POST", f"{C}/exports"): Probe("read", json={"filter": "tcp"}, ok=202),
+    ("GET", f"{C}/exports/{{export_id}}"): Probe("read"),
+    ("GET", f"{C}/exports/{{export_id}}/file"): Probe("read"),
     ("GET", f"{C}/marks"): Probe("read"),
     ("DELETE", f"{C}/marks"): Probe("write", ok=204, spare="shared"),
     # Frame 1 is marked already: allowed, it changes nothing.
@@ -272,6 +276,7 @@ class World:
     key_markers: list[bytes]  # the key log's secrets, as hex and as bytes
     sessions: dict[str, str]  # person → session cookie
     annotations: dict[int, int] = field(default_factory=dict)  # capture id → the owner's annotation
+    exports: dict[int, int] = field(default_factory=dict)  # capture id → the owner's finished export
     spares: dict[tuple[str, str], int] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     live_id: int = 0
@@ -315,6 +320,22 @@ class World:
             self.annotations[capture_id] = int(made.json()["id"])
             return self.annotations[capture_id]
 
+    def export(self, capture_id: int) -> int:
+        """Return the id of a finished export of the capture by OWNER, made the first time."""
+        if capture_id == MISSING_ID:
+            return 1
+        with self.lock:
+            if capture_id in self.exports:
+                return self.exports[capture_id]
+            made = self.owner().post(f"/api/captures/{capture_id}/exports", json={})
+            assert made.status_code == 202, made.text
+            deadline = time.monotonic() + 60
+            while (state := self.owner().get(made.json()["url"]).json()["state"]) != "done":
+                assert state in ("queued", "running") and time.monotonic() < deadline, state
+                time.sleep(0.1)
+            self.exports[capture_id] = int(made.json()["id"])
+            return self.exports[capture_id]
+
 
 # Path arguments: every route's, filled from the capture the request goes to.
 ARGUMENTS: dict[str, Callable[[World, int], Any]] = {
@@ -326,6 +347,7 @@ ARGUMENTS: dict[str, Callable[[World, int], Any]] = {
     "key": lambda world, capture_id: world.links["revoked"],
     "token_id": lambda world, capture_id: world.tokens["revoked_id"],
     "annotation_id": lambda world, capture_id: world.annotation(capture_id),
+    "export_id": lambda world, capture_id: world.export(capture_id),
     "live_id": lambda world, capture_id: world.live_capture(),
 }
 

@@ -135,7 +135,7 @@ def test_the_compose_file_runs_the_app_on_postgresql_and_redis_with_a_captures_v
     assert app["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert services["migrate"]["environment"] == environment
     worker = services["worker"]
-    assert worker["command"][-1] == "run_worker" and environment["SUMMARY_WORKER"] == "1"
+    assert worker["command"][-1] == "run_worker" and environment["BACKGROUND_WORKER"] == "1"
     assert worker["environment"] == environment and worker["volumes"] == app["volumes"]
     # One engine service holds the sharkd sessions of every app process, on the same files.
     engine = services["engine"]

@@ -1,4 +1,4 @@
-"""The summary worker: with SUMMARY_WORKER=1, `manage.py run_worker` summarizes what the servers store."""
+"""The background worker: with BACKGROUND_WORKER=1, `manage.py run_worker` summarizes and exports."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import OWNER, ROOT, Server, shared_capture, upload
+from .conftest import OWNER, ROOT, Server, shared_capture, tshark_numbers, upload
 from .services import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.services, pytest.mark.engine]
@@ -27,7 +27,8 @@ def queued(
         tmp_path_factory.mktemp("queued"),
         DATABASE_URL=postgres_server.create_database("worker"),
         REDIS_URL=redis_server.new_database_url(),
-        SUMMARY_WORKER="1",
+        BACKGROUND_WORKER="1",
+        EXPORT_LEASE_SECONDS="3",
     )
     server.start()
     yield server
@@ -154,3 +155,48 @@ def test_a_worker_killed_in_the_middle_of_a_summary_leaves_it_to_the_next(
     assert done.returncode == 0, done.stderr
     assert f"summarized capture {capture_id}" in done.stderr
     assert capture_id in found(api, "tcp")
+
+
+def test_exports_wait_for_a_worker_and_one_killed_mid_export_leaves_it_to_the_next(
+    queued: Server, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("exported") / "synscan-x40.pcap"
+    source = shared_capture("synscan.pcapng")
+    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 40, check=True)
+    answer = upload(api, path)
+    assert answer.status_code == 201, answer.text
+    capture_id = int(answer.json()["id"])
+    made = api.post(f"/api/captures/{capture_id}/exports", json={"filter": "tcp.flags.syn == 1"})
+    assert made.status_code == 202, made.text
+    url = made.json()["url"]
+    time.sleep(1)
+    assert api.get(url).json()["state"] == "queued"  # the servers leave it to a worker
+
+    def state() -> str:
+        return str(api.get(url).json()["state"])
+
+    first = subprocess.Popen(worker_command(), env=queued.env, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while state() != "running":
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.02)
+    os.killpg(first.pid, signal.SIGKILL)
+    first.wait(30)
+    assert state() == "running"
+
+    second = subprocess.Popen(worker_command(), env=queued.env, cwd=ROOT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while state() != "done":
+            assert state() in ("queued", "running") and time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(second.pid, signal.SIGTERM)
+        second.wait(30)
+    exported = api.get(url + "/file")
+    assert exported.status_code == 200
+    copy = tmp_path_factory.mktemp("exported-file") / "export.pcapng"
+    copy.write_bytes(exported.content)
+    assert tshark_numbers(copy, "frame") == list(
+        range(1, len(tshark_numbers(path, "tcp.flags.syn == 1")) + 1)
+    )

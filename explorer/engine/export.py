@@ -69,6 +69,14 @@ async def _editcap(source: Path, destination: Path) -> None:
         raise EngineError(errors.strip().splitlines()[-1] if errors.strip() else "editcap failed")
 
 
+async def check_request(filter_text: str, first: int | None, last: int | None) -> None:
+    """Refuse a bad filter or frame range before anything is queued; raise EngineError."""
+    expression = filter_text.strip()
+    if expression and (problem := await check_filter(expression)):
+        raise EngineError(problem)
+    _range(first, last)
+
+
 async def export_packets(
     path: Path,
     filter: str = "",

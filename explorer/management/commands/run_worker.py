@@ -1,4 +1,4 @@
-"""Summarize captures for the search box in this process, while the servers serve (SUMMARY_WORKER=1)."""
+"""Run exports and search summaries in this process, while the servers serve (BACKGROUND_WORKER=1)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from explorer import worker
 
 class Command(BaseCommand):
     help = (
-        "Read the hosts and protocols of every capture without a summary, oldest first, and go on "
-        "with new ones as they are uploaded. Several workers may run against PostgreSQL."
+        "Run the exports that are asked for, and read the hosts and protocols of every capture "
+        "without a summary, oldest first, going on with new ones as they come. Several workers "
+        "may run against PostgreSQL."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
