@@ -48,19 +48,20 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "django.middleware.security.SecurityMiddleware",
+    # Django's own middleware, as explorer.middleware runs it in the event loop (see there).
+    "explorer.middleware.SecurityMiddleware",
     "explorer.security.ContentSecurityPolicyMiddleware",
     # Before every middleware that reads the database (sessions, users, tokens).
     "explorer.availability.DatabaseUnavailableMiddleware",
-    "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "explorer.middleware.StaticFilesMiddleware",
+    "explorer.middleware.SessionMiddleware",
+    "explorer.middleware.CommonMiddleware",
+    "explorer.middleware.CsrfViewMiddleware",
+    "explorer.middleware.AuthenticationMiddleware",
     "explorer.authentication.TokenAuthenticationMiddleware",
     "explorer.ratelimit.RateLimitMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "explorer.middleware.MessageMiddleware",
+    "explorer.middleware.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
 ]
 
