@@ -801,7 +801,10 @@ async def export_packets(
     everything = query.range in ("all", "marked")
     first = None if everything else frame_bound(query.first, "first")
     last = None if everything else frame_bound(query.last, "last")
-    job = await queue_export(request, capture, query.filter, first, last, query.range, query.annotations)
+    user = await user_of(request)
+    job = await exports.queue(
+        capture, user, query.filter, first, last, query.range == "marked", query.annotations
+    )
     job = await exports.finished(job, settings.ENGINE_REQUEST_TIMEOUT)
     if job.state == ExportJob.State.FAILED:
         raise EngineError(job.error)
@@ -818,22 +821,6 @@ async def read_and_remove(path: Path) -> AsyncIterator[bytes]:
             yield chunk
     finally:
         path.unlink(missing_ok=True)
-
-
-async def queue_export(
-    request: HttpRequest,
-    capture: Capture,
-    filter_text: str,
-    first: int | None,
-    last: int | None,
-    frames: str,
-    annotations: bool,
-) -> ExportJob:
-    """Check what is asked (a bad filter or range is refused at once), then queue it."""
-    await engine_export.check_request(filter_text, first, last)
-    only = await marks.marked(capture) if frames == "marked" else None
-    user = await user_of(request)
-    return await exports.request(capture, user, filter_text, first, last, only, annotations)
 
 
 def export_file(
@@ -908,8 +895,10 @@ async def create_export(
     request: HttpRequest, capture_id: int, body: ExportRequest
 ) -> tuple[int, dict[str, Any]]:
     capture = await capture_for(request, capture_id)
-    job = await queue_export(
-        request, capture, body.filter, body.first, body.last, body.frames, body.annotations
+    user = await user_of(request)
+    marked_only = body.frames == "marked"
+    job = await exports.queue(
+        capture, user, body.filter, body.first, body.last, marked_only, body.annotations
     )
     return 202, export_out(job)
 

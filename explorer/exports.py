@@ -23,6 +23,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import annotations as notes
+from . import marks
 from .engine import export as engine_export
 from .engine.errors import EngineError
 from .models import Capture, ExportJob
@@ -37,16 +38,21 @@ State = ExportJob.State
 _running: set[asyncio.Task[None]] = set()
 
 
-async def request(
+async def queue(
     capture: Capture,
     user: Any,
     filter_text: str,
     first: int | None,
     last: int | None,
-    only: list[int] | None,
+    marked_only: bool,
     annotations: bool,
 ) -> ExportJob:
-    """Queue an export of the capture's displayed packets; start it here unless a worker will."""
+    """Queue an export of the capture's displayed packets; start it here unless a worker will.
+
+    A bad filter or frame range is refused at once (EngineError), before anything is queued.
+    """
+    await engine_export.check_request(filter_text, first, last)
+    only = await marks.marked(capture) if marked_only else None
     job = await ExportJob.objects.acreate(
         capture=capture,
         requested_by=user if getattr(user, "is_authenticated", False) else None,

@@ -29,6 +29,8 @@ urlpatterns = [
         name="conversation_graph",
     ),
     path("captures/<int:capture_id>/export/", views.export, name="export"),
+    path("captures/<int:capture_id>/exports/", views.export_start, name="export_start"),
+    path("captures/<int:capture_id>/exports/<int:export_id>/", views.export_job, name="export_job"),
     path("captures/<int:capture_id>/http-objects/", views.http_objects, name="http_objects"),
     path("captures/<int:capture_id>/sharing/", views.sharing, name="sharing"),
     path("captures/<int:capture_id>/sharing/visibility/", views.sharing_update, name="sharing_update"),

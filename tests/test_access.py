@@ -102,6 +102,8 @@ PAGES: dict[str, tuple[Probe, ...]] = {
     # No file: a message and back to the properties.
     "explorer:capture_keylog": (Probe("write", "POST", data={}, ok=302),),
     "explorer:capture_tags": (Probe("write", "POST", data={"name": "matrix"}, ok=302),),
+    "explorer:export_start": (Probe("read", "POST", data={"filter": "tcp", "range": "all"}, ok=302),),
+    "explorer:export_job": (Probe("read"),),
     "explorer:follow": (Probe("read", params={"stream": "0"}),),
     "explorer:packet_detail": (Probe("read", headers={"HX-Request": "true"}),),
     "explorer:statistics": (Probe("read"),),

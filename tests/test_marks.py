@@ -149,3 +149,32 @@ def test_the_packet_menu_marks_packets_and_opens_the_views_of_a_packet(
     page.goto(f"/captures/{espn}/export/")
     expect(page.locator("#export-range-marked")).to_be_enabled()
     expect(page.locator("#export-marked-count")).to_contain_text("2 marked")
+
+    # Exporting them runs in the background: the page shows its progress, then the file.
+    page.locator("#export-range-marked").check()
+    page.locator("#export-submit").click()
+    link = page.locator("#export-download")
+    expect(link).to_be_visible()
+    page.screenshot(path=ARTIFACTS / "export-done.png")
+    with page.expect_download() as download:
+        link.click()
+    exported = download.value.path()
+    assert tshark_numbers(exported, "frame") == [1, 2]
+    lengths = tshark("-r", str(exported), "-T", "fields", "-e", "frame.len").split()
+    expected = tshark(
+        "-r",
+        str(shared_capture(CAPTURE)),
+        "-Y",
+        f"frame.number == 3 || frame.number == {request}",
+        "-T",
+        "fields",
+        "-e",
+        "frame.len",
+    ).split()
+    assert lengths == expected
+
+    # A filter the engine refuses is said so, and nothing is queued.
+    page.locator("#export-filter").fill("tcp.port ==")
+    page.locator("#export-range-all").check()
+    page.locator("#export-submit").click()
+    expect(page.locator("#export-error")).to_have_text("Not exported: Unexpected end of filter expression.")

@@ -1,7 +1,7 @@
 from .accounts import account, token_create, token_revoke
 from .captures import capture_delete, capture_keylog, capture_list, capture_properties, capture_tags, upload
 from .expert import expert
-from .export import export, http_objects
+from .export import export, export_job, export_start, http_objects
 from .flow import flow
 from .follow import follow
 from .iograph import io_graph
@@ -30,6 +30,8 @@ __all__ = [
     "capture_tags",
     "expert",
     "export",
+    "export_job",
+    "export_start",
     "flow",
     "follow",
     "http_requests",
