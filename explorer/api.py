@@ -835,8 +835,12 @@ def export_file(
 
 class ExportRequest(Schema):
     filter: str = Field("", description="Display filter: the frames it displays (all without one)")
-    first: int | None = Field(None, ge=1, description="First frame number of a range")
-    last: int | None = Field(None, ge=1, description="Last frame number of a range")
+    first: int | None = Field(
+        None, ge=1, le=engine_export.LAST_FRAME_NUMBER, description="First frame number of a range"
+    )
+    last: int | None = Field(
+        None, ge=1, le=engine_export.LAST_FRAME_NUMBER, description="Last frame number of a range"
+    )
     frames: Literal["displayed", "marked"] = Field(
         "displayed", description='"marked": only the marked frames among the displayed ones'
     )

@@ -54,10 +54,16 @@ def _prune_exports() -> None:
             pass
 
 
+# Wireshark numbers frames with 32 bits.
+LAST_FRAME_NUMBER = 2**32 - 1
+
+
 def _range(first: int | None, last: int | None) -> tuple[int, int | None]:
     start = 1 if first is None else first
     if start < 1 or (last is not None and last < 1):
         raise EngineError("frame numbers start at 1")
+    if start > LAST_FRAME_NUMBER or (last is not None and last > LAST_FRAME_NUMBER):
+        raise EngineError(f"frame numbers end at {LAST_FRAME_NUMBER}")
     if last is not None and last < start:
         raise EngineError(f"the range's last frame ({last}) comes before its first ({start})")
     return start, last
