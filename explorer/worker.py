@@ -19,7 +19,7 @@ from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
 from . import annotations as notes
-from . import exports
+from . import exports, housekeeping
 from .engine import summary as engine_summary
 from .engine.errors import EngineError
 from .engine.sessions import engine
@@ -54,12 +54,20 @@ def summarize_next(failed: set[int]) -> int | None:
     return capture.pk
 
 
+# How often the worker removes files that processes which died left behind.
+SWEEP_EVERY_SECONDS = 3600
+
+
 def run(poll_seconds: float, once: bool = False) -> None:
     """Export and summarize captures as they come, exports first; with once, stop when none is left."""
     failed: set[int] = set()
+    swept_at = -float("inf")
     with asyncio.Runner() as runner:
         while True:
             started = time.monotonic()
+            if started - swept_at > SWEEP_EVERY_SECONDS:
+                housekeeping.sweep()
+                swept_at = started
             # Someone waits for an export; a summary only makes a capture findable sooner.
             exported = runner.run(exports.run_next())
             if exported is not None:
