@@ -32,6 +32,10 @@ KEY_PREFIX = "ratelimit"
 # A filter or statistic that a user ran within this long is not charged again: its result is
 # mostly still cached by the engine, and paging or sorting it costs little.
 REMEMBER_RUN_SECONDS = 600
+# The runs this process remembered in the cache, with when the cache forgets them: paging
+# through a filtered list then skips asking the cache on every page.
+_remembered_here: dict[str, float] = {}
+REMEMBERED_HERE_MAX = 10_000
 
 
 @dataclass(frozen=True)
@@ -163,6 +167,22 @@ def filter_run(request: HttpRequest) -> str | None:
     return f"{route}:{capture}:{parameters!r}"
 
 
+def remembered_here(key: str) -> bool:
+    """Tell whether this process stored the cache entry `key` and the cache still keeps it."""
+    return _remembered_here.get(key, 0.0) > time.monotonic()
+
+
+def remember_here(key: str) -> None:
+    now = time.monotonic()
+    if len(_remembered_here) >= REMEMBERED_HERE_MAX:
+        for old in [old for old, until in _remembered_here.items() if until <= now]:
+            del _remembered_here[old]
+        if len(_remembered_here) >= REMEMBERED_HERE_MAX:
+            _remembered_here.clear()
+    # A second short of the cache's timeout, which started a moment ago, when it was stored.
+    _remembered_here[key] = now + REMEMBER_RUN_SECONDS - 1
+
+
 def sign_in_paths() -> set[str]:
     """Return the paths of the sign-in forms: the site's and the admin's."""
     return {resolve_url(settings.LOGIN_URL), reverse("admin:login")}
@@ -184,11 +204,12 @@ class RateLimitMiddleware(AsyncMiddleware):
         if run is not None:
             who = requester(request)
             remembered = _key("ran", f"{who}:{run}")
-            if not await cache.aget(remembered):
+            if not remembered_here(remembered) and not await cache.aget(remembered):
                 wait = await take("filters", who, rate_of("RATE_LIMIT_FILTERS"))
                 if wait:
                     return too_many(request, "Too many new filters and statistics", wait)
                 await cache.aset(remembered, True, timeout=REMEMBER_RUN_SECONDS)
+                remember_here(remembered)
         return await self.get_response(request)
 
     async def sign_in(self, request: HttpRequest) -> HttpResponseBase:
