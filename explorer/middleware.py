@@ -218,7 +218,7 @@ class RequestThreads:
     went away mid-query) is not kept.
     """
 
-    KEEP = 32
+    KEEP = 64
 
     def __init__(self, app: Any) -> None:
         self.app = app
