@@ -89,8 +89,12 @@ class PacketStream:
         self.starts: list[int] = []
         self.earliest_split = 0
 
-    def feed(self, data: bytes) -> bytes:
-        """Take bytes received; return the whole records and blocks they complete, in order."""
+    def feed(self, data: bytes, room: int | None = None) -> bytes:
+        """Take bytes received; return the whole records and blocks they complete, in order.
+
+        With room, a record that starts more than room bytes in is left unread, and so are
+        those after it: the capture they would go to is full.
+        """
         if self.damage is not None:
             raise self.damage
         self.pending += data
@@ -103,7 +107,7 @@ class PacketStream:
             self.preamble += self.pending[:complete]
             self.earliest_split = complete
         try:
-            while True:
+            while room is None or complete <= max(room, self.earliest_split):
                 size = self._next_size(complete)
                 if size is None or complete + size > len(self.pending):
                     break
@@ -368,7 +372,11 @@ class Recording:
 
     async def feed(self, data: bytes) -> None:
         """Record received bytes: whole packets go to the file and the decoders; raise NotAStream."""
-        complete = self.stream.feed(data)
+        if self.stop_requested.is_set() and self.stop_reason.startswith("reached the size limit"):
+            return  # the capture is full: what still arrives until it is stored is not kept
+        # Up to the packet that passes the size limit, however much arrived at once.
+        room = None if self.ring is not None else max_stream_bytes() - self.segments[-1].size
+        complete = self.stream.feed(data, room)
         if complete:
             written = 0
             if self.ring is not None:

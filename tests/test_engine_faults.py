@@ -332,8 +332,11 @@ async def test_a_capture_waiting_for_a_busy_engine_is_told_so(
         ]
         await asyncio.sleep(0.3)
         # Hold both sessions in the middle of their filters, so that they stay busy for as long as
-        # the waiting capture waits, however fast this machine runs them.
-        held = sharkd_pids(server)
+        # the waiting capture waits, however fast this machine runs them. A session closed to make
+        # room for them may take a moment to end on a busy machine.
+        deadline = time.monotonic() + 10
+        while len(held := sharkd_pids(server)) > 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
         assert len(held) == 2
         for pid in held:
             os.kill(pid, signal.SIGSTOP)
