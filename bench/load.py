@@ -2,7 +2,8 @@
 
     .venv/bin/python -m bench.load [--packets N] [--viewers 50] [--seconds 60] [--uploads 20]
 
-The server runs as deployed: daphne (--processes of them, viewers dealt round-robin) on a
+The server runs as deployed: daphne (--processes of them, viewers dealt round-robin, and with
+more than one the engine service that holds every sharkd session for them) on a
 throwaway PostgreSQL and Redis (tests/services.py starts them; --sqlite for SQLite and no Redis).
 Every viewer is a user of one team that may read the capture; each keeps the capture's two
 websockets open as a browser tab does, and for --seconds pages through the packet list, opens a
@@ -139,7 +140,8 @@ def percentiles(samples: list[float]) -> dict[str, Any]:
 
 
 class MemorySampler:
-    """Samples the resident memory of the daphne process trees (daphne and its sharkd, tshark)."""
+    """Samples the resident memory of the server process trees: daphne with its sharkd and tshark
+    children, and the engine service with its sharkd when there is one."""
 
     def __init__(self, pids: list[int]) -> None:
         self.pids = pids
@@ -231,6 +233,36 @@ def share_with_team(env: dict[str, str], capture_id: int) -> None:
         f"Capture.objects.filter(pk={capture_id}).update(visibility='team', team=team)\n"
     )
     manage(env, "shell", "-v", "0", "-c", code)
+
+
+@contextlib.asynccontextmanager
+async def engine_service(env: dict[str, str], tmp: Path) -> AsyncIterator[list[int]]:
+    """With ENGINE_URL in env, run `manage.py run_engine` there; yield its pid (none without)."""
+    if not env.get("ENGINE_URL"):
+        yield []
+        return
+    port = int(env["ENGINE_URL"].rsplit(":", 1)[1])
+    with open(tmp / "engine.log", "wb") as log:
+        async with spawned(
+            str(REPO / ".venv/bin/python"),
+            "manage.py",
+            "run_engine",
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=asyncio.subprocess.STDOUT,
+        ) as process:
+            deadline = time.monotonic() + READY_TIMEOUT_S
+            while True:
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise BenchError("the engine service did not start") from None
+                    await asyncio.sleep(0.2)
+            yield [process.pid]
 
 
 @contextlib.asynccontextmanager
@@ -657,8 +689,11 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             }
             manage(env, "migrate", "--noinput")
             tokens = create_team(env, max(args.viewers, args.uploads))
-            async with daphnes(env, args.processes, tmp) as servers:
-                sampler = MemorySampler([pid for _, pid in servers])
+            if args.processes > 1:
+                # As deployed: every server process reaches the one engine service.
+                env["ENGINE_URL"] = f"tcp://127.0.0.1:{free_port()}"
+            async with engine_service(env, tmp) as engine, daphnes(env, args.processes, tmp) as servers:
+                sampler = MemorySampler([pid for _, pid in servers] + engine)
                 sampler.start()
                 try:
                     results["viewers"] = await measure_viewers(
@@ -725,7 +760,7 @@ def markdown(results: dict[str, Any]) -> str:
         f"- Upload of the shared capture: {time_text(viewers['upload_s'])}; first page once loaded: "
         + ", ".join(time_text(s) for s in viewers["load_s"])
         + ".",
-        f"- Server memory (RSS of the daphne process trees, sharkd included): "
+        f"- Server memory (RSS of the daphne process trees and of the engine service, sharkd included): "
         f"{viewers['memory_loaded_mb']:.0f} MB loaded, "
         f"{viewers['memory_viewing_mb']:.0f} MB with the viewers, "
         f"{results['memory_peak_mb']:.0f} MB peak.",
