@@ -687,6 +687,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 "MAX_UPLOAD_MB": "4096",
                 "PYTHONUNBUFFERED": "1",
             }
+            if not args.sqlite:
+                # As the reference deployment (docker-compose.yml) keeps them.
+                env.setdefault("CONN_MAX_AGE", "60")
+            results["setup"]["conn_max_age"] = env.get("CONN_MAX_AGE", "0")
             manage(env, "migrate", "--noinput")
             tokens = create_team(env, max(args.viewers, args.uploads))
             if args.processes > 1:
@@ -736,7 +740,9 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{results['date']} · {results['capture']['packets']:,} packets · "
         f"{results['capture']['file_size'] / 1e6:.0f} MB · {machine['cpu_count']} CPUs · "
-        f"{setup['processes']} daphne process(es) on {setup['backends']} · {machine['tshark_version']} · "
+        f"{setup['processes']} daphne process(es)"
+        f"{' and the engine service' if setup['processes'] > 1 else ''} on {setup['backends']} "
+        f"(CONN_MAX_AGE={setup.get('conn_max_age', '0')}) · {machine['tshark_version']} · "
         f"load average {results['load_average_before']:.2f} before the run.",
         "",
         f"{setup['viewers']} viewers, each a user of one team, for {setup['seconds']:.0f} s: "

@@ -390,19 +390,30 @@ async def read_file(path: Path, block: int = 1024 * 1024) -> AsyncIterator[bytes
     response={200: PacketPageOut, 400: Error, 404: Error},
     summary="A page of the packet list, optionally through a display filter",
 )
-async def packet_list(request: HttpRequest, capture_id: int, query: Query[PacketQuery]) -> dict[str, Any]:
+async def packet_list(request: HttpRequest, capture_id: int, query: Query[PacketQuery]) -> HttpResponse:
     capture = await capture_for(request, capture_id)
     if not 0 <= query.limit <= 1000 or query.offset < 0:
         raise HttpError(400, "offset must be >= 0 and limit between 0 and 1000")
     page = await engine_packets.packets(
         capture.path, query.filter, query.offset, query.limit, query.time_format, capture.precision_digits
     )
-    return {
-        "total": page.total,
-        "displayed": page.displayed,
-        "offset": query.offset,
-        "packets": [asdict(row) for row in page.packets],
-    }
+    return as_built(
+        {
+            "total": page.total,
+            "displayed": page.displayed,
+            "offset": query.offset,
+            "packets": [asdict(row) for row in page.packets],
+        }
+    )
+
+
+def as_built(answer: dict[str, Any]) -> HttpResponse:
+    """Answer with JSON built from the engine's dataclasses, which have the schema's fields and types.
+
+    The packet list and details are the requests every viewer makes all the time: validating
+    their rows or tree against the schema took a quarter of the server's time for them.
+    """
+    return HttpResponse(json.dumps(answer), content_type="application/json")
 
 
 @api.get(
@@ -410,7 +421,7 @@ async def packet_list(request: HttpRequest, capture_id: int, query: Query[Packet
     response={200: PacketDetailOut, 400: Error, 404: Error},
     summary="A packet's protocol tree and bytes",
 )
-async def packet_detail(request: HttpRequest, capture_id: int, number: int) -> dict[str, Any]:
+async def packet_detail(request: HttpRequest, capture_id: int, number: int) -> HttpResponse:
     capture = await capture_for(request, capture_id)
     if number < 1:
         raise HttpError(404, f"no packet {number}")
@@ -419,14 +430,16 @@ async def packet_detail(request: HttpRequest, capture_id: int, number: int) -> d
     except EngineError as error:
         raise HttpError(404, error.message) from error
     sources = [{"name": s.name, "bytes": base64.b64encode(s.data).decode()} for s in detail.sources]
-    return {
-        "number": detail.number,
-        "columns": detail.columns,
-        "tree": [asdict(node) for node in detail.tree],
-        "sources": sources,
-        "bytes": sources[0]["bytes"],
-        "follow": [list(pair) for pair in detail.follow],
-    }
+    return as_built(
+        {
+            "number": detail.number,
+            "columns": detail.columns,
+            "tree": [asdict(node) for node in detail.tree],
+            "sources": sources,
+            "bytes": sources[0]["bytes"],
+            "follow": [list(pair) for pair in detail.follow],
+        }
+    )
 
 
 @api.get("/filters/check", response=FilterCheckOut, summary="Check a display filter's syntax")

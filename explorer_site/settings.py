@@ -84,9 +84,14 @@ TEMPLATES = [
 
 ASGI_APPLICATION = "explorer_site.asgi.application"
 
+# CONN_MAX_AGE: seconds the threads that serve requests keep their database connection (checked
+# before reuse). On PostgreSQL a new connection per request costs more than the request's
+# queries, but each server process may then hold one per kept thread (explorer/middleware.py).
 DATABASES = {
     "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"), conn_max_age=0
+        os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
+        conn_max_age=env_int("CONN_MAX_AGE", 0),
+        conn_health_checks=True,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
