@@ -35,12 +35,11 @@ import websockets
 from bench.__main__ import default_source_dir
 from bench.capture import build_capture
 from bench.errors import BenchError
-from bench.load import client_for, daphnes, first_page, free_port, manage, say, upload
-from bench.procs import descendants, kill_all_sync, memory_kib, spawned, tree_rss_kib
+from bench.load import client_for, daphnes, engine_service, first_page, free_port, manage, say, upload
+from bench.procs import descendants, kill_all_sync, memory_kib, tree_rss_kib
 from bench.report import machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
 SAMPLE_EVERY_S = 0.25
 LOAD_TIMEOUT_S = 600.0
 # The evictor looks every 5 s; a session idle for ENGINE_IDLE_SECONDS is closed at its next look.
@@ -173,37 +172,25 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "from django.contrib.auth.models import User; User.objects.create_user('engineer')",
         )
         token = manage(env, "create_api_token", "engineer").strip()
-        with open(tmp / "engine.log", "wb") as engine_log:
-            async with (
-                spawned(
-                    str(REPO / ".venv/bin/python"),
-                    "manage.py",
-                    "run_engine",
-                    cwd=REPO,
-                    env=env,
-                    stdout=engine_log,
-                    stderr=asyncio.subprocess.STDOUT,
-                ) as engine,
-                daphnes(env, 1, tmp) as servers,
-            ):
-                [(port, server_pid)] = servers
-                sampler = Sampler(engine.pid, server_pid, tmp / "captures")
-                results["engine_start_mb"] = sampler.engine_mb()
-                sampling = asyncio.create_task(sampler.run())
-                try:
-                    await open_one_after_another(args, capture.path, port, token, sampler, results)
-                    say(f"nobody looks for {args.idle_seconds} s")
-                    await asyncio.sleep(args.idle_seconds + 2 * EVICTOR_PERIOD_S)
-                    results["idle"] = {
-                        "engine_mb": sampler.engine_mb(),
-                        "sessions_mb": sampler.sessions_mb(),
-                        "sessions": len(sampler.capture_sessions()),
-                    }
-                finally:
-                    sampling.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await sampling
-                results["peaks_mb"] = {k: v for k, v in sampler.peaks.items() if k != "window"}
+        async with engine_service(env, tmp) as engine, daphnes(env, 1, tmp) as servers:
+            [(port, server_pid)] = servers
+            sampler = Sampler(engine[0], server_pid, tmp / "captures")
+            results["engine_start_mb"] = sampler.engine_mb()
+            sampling = asyncio.create_task(sampler.run())
+            try:
+                await open_one_after_another(args, capture.path, port, token, sampler, results)
+                say(f"nobody looks for {args.idle_seconds} s")
+                await asyncio.sleep(args.idle_seconds + 2 * EVICTOR_PERIOD_S)
+                results["idle"] = {
+                    "engine_mb": sampler.engine_mb(),
+                    "sessions_mb": sampler.sessions_mb(),
+                    "sessions": len(sampler.capture_sessions()),
+                }
+            finally:
+                sampling.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sampling
+            results["peaks_mb"] = {k: v for k, v in sampler.peaks.items() if k != "window"}
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return results

@@ -37,6 +37,14 @@ def shared_capture(name: str) -> Path:
     return path
 
 
+def repeated_synscan(folder: Path, copies: int) -> Path:
+    """Write the shared SYN scan `copies` times over as one pcap (about 2,000 packets a copy)."""
+    path = folder / f"synscan-x{copies}.pcap"
+    source = str(shared_capture("synscan.pcapng"))
+    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [source] * copies, check=True)
+    return path
+
+
 def shared_capture_names() -> list[str]:
     """Return every capture file in the shared folder (everything but the manifest and key logs)."""
     return sorted(p.name for p in SHARED_CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))

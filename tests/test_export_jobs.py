@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import OWNER, Server, shared_capture, tshark_numbers, upload
+from .conftest import OWNER, Server, repeated_synscan, shared_capture, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -105,9 +104,7 @@ def test_an_export_whose_server_was_killed_runs_again_once_asked_about(
     restartable: Server, client: httpx.Client, tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
 ) -> None:
     # About 80,000 packets: its filter takes the engine a few seconds.
-    path = tmp_path_factory.mktemp("slow") / "synscan-x40.pcap"
-    source = shared_capture("synscan.pcapng")
-    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 40, check=True)
+    path = repeated_synscan(tmp_path_factory.mktemp("slow"), 40)
     capture_id = stored(client, path)
     made = client.post(f"/api/captures/{capture_id}/exports", json={"filter": SLOW_FILTER})
     assert made.status_code == 202, made.text

@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import socket
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import OWNER, Server, shared_capture, upload
+from .conftest import OWNER, Server, repeated_synscan, shared_capture, upload
 
 pytestmark = pytest.mark.engine
 
@@ -41,10 +40,7 @@ def test_an_upload_cut_by_a_killed_server_leaves_no_capture_and_its_leftovers_ar
     server = killable
     token = server.token(OWNER)
     # Large enough (about 5 MB) that the server writes part of it before the rest arrives.
-    merged = tmp_path / "synscan-x30.pcap"
-    source = str(shared_capture("synscan.pcapng"))
-    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(merged)] + [source] * 30, check=True)
-    data = merged.read_bytes()
+    data = repeated_synscan(tmp_path, 30).read_bytes()
     boundary = uuid.uuid4().hex
     head = (
         f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="cut.pcapng"\r\n'

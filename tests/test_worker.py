@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import OWNER, ROOT, Server, shared_capture, tshark_numbers, upload
+from .conftest import OWNER, ROOT, Server, repeated_synscan, shared_capture, tshark_numbers, upload
 from .services import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.services, pytest.mark.engine]
@@ -132,9 +132,7 @@ def test_a_worker_killed_in_the_middle_of_a_summary_leaves_it_to_the_next(
     queued: Server, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     # About 80,000 packets: a summary of a few seconds.
-    path = tmp_path_factory.mktemp("killed") / "synscan-x40.pcap"
-    source = shared_capture("synscan.pcapng")
-    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 40, check=True)
+    path = repeated_synscan(tmp_path_factory.mktemp("killed"), 40)
     answer = upload(api, path)
     assert answer.status_code == 201, answer.text
     capture_id = int(answer.json()["id"])
@@ -160,9 +158,7 @@ def test_a_worker_killed_in_the_middle_of_a_summary_leaves_it_to_the_next(
 def test_exports_wait_for_a_worker_and_one_killed_mid_export_leaves_it_to_the_next(
     queued: Server, api: httpx.Client, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    path = tmp_path_factory.mktemp("exported") / "synscan-x40.pcap"
-    source = shared_capture("synscan.pcapng")
-    subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 40, check=True)
+    path = repeated_synscan(tmp_path_factory.mktemp("exported"), 40)
     answer = upload(api, path)
     assert answer.status_code == 201, answer.text
     capture_id = int(answer.json()["id"])
