@@ -893,11 +893,7 @@ def export_out(job: ExportJob) -> dict[str, Any]:
 async def export_job(request: HttpRequest, capture_id: int, export_id: int) -> tuple[Capture, ExportJob]:
     """Return a capture the requester may read and one of its exports, as it is now."""
     capture = await capture_for(request, capture_id)
-    try:
-        job = await ExportJob.objects.aget(pk=export_id, capture=capture)
-    except ExportJob.DoesNotExist:
-        raise Http404("no such export of this capture") from None
-    return capture, await exports.current(job)
+    return capture, await exports.current_of(capture, export_id)
 
 
 @api.post(

@@ -20,6 +20,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db.models import F, Q
+from django.http import Http404
 from django.utils import timezone
 
 from . import annotations as notes
@@ -151,6 +152,15 @@ async def _finish(job_id: int, state: str, **fields: object) -> None:
     await ExportJob.objects.filter(pk=job_id).aupdate(
         state=state, claimed_until=None, finished_at=timezone.now(), **fields
     )
+
+
+async def current_of(capture: Capture, export_id: int) -> ExportJob:
+    """Return one of the capture's exports as it is now (see current); Http404 if it has none such."""
+    try:
+        job = await ExportJob.objects.aget(pk=export_id, capture=capture)
+    except ExportJob.DoesNotExist:
+        raise Http404("no such export of this capture") from None
+    return await current(job)
 
 
 async def current(job: ExportJob) -> ExportJob:

@@ -253,6 +253,14 @@ class EngineService:
         return children_of(self.process.pid)
 
 
+def commands_of(pids: list[int]) -> list[str]:
+    """Return the command names of the processes that are still there."""
+    if not pids:
+        return []
+    listed = ["ps", "-o", "comm=", "-p", ",".join(map(str, pids))]
+    return subprocess.run(listed, capture_output=True, text=True).stdout.split()
+
+
 def children_of(pid: int) -> list[int]:
     out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
     return [int(child) for child in out.stdout.split()]

@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,16 @@ from websockets.asyncio.client import connect
 
 from explorer.engine import wire
 
-from .conftest import OWNER, EngineService, Server, shared_capture, tshark_numbers, tshark_rows, upload
+from .conftest import (
+    OWNER,
+    EngineService,
+    Server,
+    commands_of,
+    shared_capture,
+    tshark_numbers,
+    tshark_rows,
+    upload,
+)
 
 pytestmark = pytest.mark.engine
 
@@ -49,14 +57,6 @@ def capture_id(client: httpx.Client) -> int:
     stored = upload(client, shared_capture(SOURCE))
     assert stored.status_code == 201, stored.text
     return int(stored.json()["id"])
-
-
-def commands_of(pids: list[int]) -> list[str]:
-    if not pids:
-        return []
-    listed = ["ps", "-o", "comm=", "-p", ",".join(map(str, pids))]
-    out = subprocess.run(listed, capture_output=True, text=True)
-    return out.stdout.split()
 
 
 def all_rows(client: httpx.Client, capture_id: int) -> list[list[str]]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import subprocess
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +12,16 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
-from .conftest import EngineService, Server, children_of, shared_capture, tshark_numbers, tshark_rows, upload
+from .conftest import (
+    EngineService,
+    Server,
+    children_of,
+    commands_of,
+    shared_capture,
+    tshark_numbers,
+    tshark_rows,
+    upload,
+)
 from .services import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.services, pytest.mark.engine]
@@ -138,12 +146,7 @@ def test_an_upload_through_one_is_listed_paged_and_filtered_through_the_other(
 
 
 def sharkd_processes(pid: int) -> int:
-    pids = children_of(pid)
-    if not pids:
-        return 0
-    listed = ["ps", "-o", "comm=", "-p", ",".join(map(str, pids))]
-    out = subprocess.run(listed, capture_output=True, text=True)
-    return out.stdout.split().count("sharkd")
+    return commands_of(children_of(pid)).count("sharkd")
 
 
 def test_the_capture_is_loaded_once_for_both_servers(

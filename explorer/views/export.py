@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import messages
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -81,11 +81,7 @@ async def export_start(request: HttpRequest, capture_id: int) -> HttpResponse:
 async def export_job(request: HttpRequest, capture_id: int, export_id: int) -> HttpResponse:
     """An export's progress, then its download link; htmx asks again until it has ended."""
     capture = await capture_for(request, capture_id)
-    try:
-        job = await ExportJob.objects.aget(pk=export_id, capture=capture)
-    except ExportJob.DoesNotExist:
-        raise Http404("no such export of this capture") from None
-    context = job_context(capture, await exports.current(job))
+    context = job_context(capture, await exports.current_of(capture, export_id))
     if wants_partial(request):
         return render(request, "explorer/export.html#export_job", context)
     return await export(request, capture_id, context)
