@@ -217,10 +217,11 @@ def stream_bodies_as_they_arrive() -> None:
             self.application_queue.put_nowait({"type": "http.request", "body": b"", "more_body": False})
 
     def finish_then_close(self: Any) -> None:
+        # Twisted lets go of the channel when the request finishes: take its transport first.
+        transport = getattr(getattr(self, "channel", None), "transport", None)
         finish(self)
         if getattr(self, "streams_live", False) and not getattr(self, "body_complete", False):
             # Answered before the sender finished (stopped, refused): end its upload too.
-            transport = getattr(self.channel, "transport", None)
             if transport is not None:
                 transport.loseConnection()
 

@@ -11,6 +11,8 @@ form's CSRF token) still runs in a worker thread, as before.
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -238,3 +240,21 @@ class RequestThreads:
                 self.kept.append(thread)
             else:
                 thread.shutdown(wait=False)
+
+
+class OwnContext:
+    """ASGI middleware: start every connection's application in a context of its own.
+
+    The server re-arms a connection's socket callbacks while it sends a response, and asyncio
+    gives each callback the context it was armed in: the next request on a kept-alive
+    connection then started with the previous request's context, inside its thread-sensitive
+    context that had already exited, where asgiref refuses the thread-sensitive calls a cache
+    or a database access makes ("ThreadSensitiveContext has exited").
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # Cancelling this task (the client went away) cancels the one it awaits.
+        await asyncio.create_task(self.app(scope, receive, send), context=contextvars.Context())

@@ -31,17 +31,19 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from explorer.authentication import TokenAuthWebsocketMiddleware  # noqa: E402
 from explorer.livestream import LiveStreamRoute, stream_bodies_as_they_arrive  # noqa: E402
-from explorer.middleware import RequestThreads  # noqa: E402
+from explorer.middleware import OwnContext, RequestThreads  # noqa: E402
 from explorer.routing import websocket_urlpatterns  # noqa: E402
 from explorer.uploads import UploadStream  # noqa: E402
 
 stream_bodies_as_they_arrive()
 
-application = ProtocolTypeRouter(
-    {
-        "http": LiveStreamRoute(UploadStream(RequestThreads(django_asgi_app))),
-        "websocket": AllowedHostsOriginValidator(
-            AuthMiddlewareStack(TokenAuthWebsocketMiddleware(URLRouter(websocket_urlpatterns)))
-        ),
-    }
+application = OwnContext(
+    ProtocolTypeRouter(
+        {
+            "http": LiveStreamRoute(UploadStream(RequestThreads(django_asgi_app))),
+            "websocket": AllowedHostsOriginValidator(
+                AuthMiddlewareStack(TokenAuthWebsocketMiddleware(URLRouter(websocket_urlpatterns)))
+            ),
+        }
+    )
 )

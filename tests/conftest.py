@@ -200,6 +200,13 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.log.close()
+            escaped = self.escaped_exceptions()
+            assert not escaped, "exceptions escaped the application:\n" + "\n".join(escaped)
+
+    def escaped_exceptions(self) -> list[str]:
+        """Return the exceptions the server logged as escaping the application (it answered 500)."""
+        log = (self.workdir / "server.log").read_text(errors="replace")
+        return [entry[:3000] for entry in log.split("Exception inside application: ")[1:]]
 
     def children(self) -> list[int]:
         """Return the pids of the server's child processes (sharkd sessions, tshark)."""

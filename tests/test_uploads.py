@@ -408,3 +408,13 @@ def test_the_page_upload_form_requires_the_csrf_token(api: httpx.Client, server:
         )
     assert response.status_code == 403
     assert capture_ids(api) == before
+
+
+def test_uploads_after_downloads_on_one_kept_alive_connection_are_stored(api: httpx.Client) -> None:
+    # The server once started a request on a kept-alive connection in the context of the one
+    # before it, whose thread context had exited: the upload's rate-limit check failed with a 500.
+    capture = stored_one(upload(api, shared_capture("http_google.pcapng")))
+    for _ in range(10):
+        assert api.get(f"/api/captures/{capture['id']}/download").status_code == 200
+        stored = stored_one(upload(api, shared_capture("empty.pcapng")))
+        assert api.delete(f"/api/captures/{stored['id']}/").status_code == 204
