@@ -30,6 +30,14 @@ if not DEBUG and SECRET_KEY in ("", DEVELOPMENT_SECRET_KEY):
     raise ImproperlyConfigured("DEBUG=0 needs a SECRET_KEY of its own (a long random string)")
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", "")
+# HTTPS=1 behind a proxy that ends TLS and says so in X-Forwarded-Proto (set by the proxy
+# alone): cookies only over HTTPS, plain HTTP redirected, and HSTS for SECURE_HSTS_SECONDS.
+HTTPS = env_bool("HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 
 INSTALLED_APPS = [
     "daphne",

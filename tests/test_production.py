@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from django.core import checks
 
 from .conftest import ROOT, Server
 from .services import PostgresServer, RedisServer
@@ -41,6 +42,51 @@ def test_it_refuses_to_start_with_debug_off_and_the_development_key(tmp_path: Pa
     )
     assert daphne.returncode != 0
     assert "DEBUG=0 needs a SECRET_KEY of its own" in daphne.stderr
+
+
+def deploy_warnings(server: Server) -> set[str]:
+    checked = server.manage("check", "--deploy")
+    assert checked.returncode == 0, checked.stderr
+    return set(re.findall(r"\((security\.W\d+)\)", checked.stdout + checked.stderr))
+
+
+def test_the_deploy_checks_find_the_middleware_and_ask_for_https(tmp_path: Path) -> None:
+    warnings = deploy_warnings(Server(tmp_path, **production_env(tmp_path)))
+    # Django's checks find its security, CSRF and clickjacking middleware in the project's
+    # subclasses of them...
+    assert not warnings & {"security.W001", "security.W002", "security.W003"}, warnings
+    # ...and so check the settings those apply: HSTS, the HTTPS redirect, secure cookies.
+    assert {"security.W004", "security.W008", "security.W012", "security.W016"} <= warnings
+
+
+def test_https_behind_a_proxy_passes_the_deploy_checks(tmp_path: Path) -> None:
+    server = Server(tmp_path, **production_env(tmp_path), HTTPS="1", SECURE_HSTS_SECONDS="31536000")
+    # Left to each site: HSTS for every subdomain, and the browsers' preload list.
+    assert deploy_warnings(server) <= {"security.W005", "security.W021"}
+
+
+def test_a_middleware_left_out_is_still_reported(settings: Any) -> None:
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "explorer.middleware.SecurityMiddleware"]
+    found = {message.id for message in checks.run_checks(include_deployment_checks=True, tags=["security"])}
+    assert "security.W001" in found
+
+
+def test_https_behind_a_proxy_redirects_plain_http_and_keeps_cookies_to_https(tmp_path: Path) -> None:
+    server = Server(tmp_path, **production_env(tmp_path), HTTPS="1", SECURE_HSTS_SECONDS="3600")
+    server.start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as browser:
+            plain = browser.get("/accounts/login/")
+            assert plain.status_code == 301
+            assert plain.headers["location"] == f"https://127.0.0.1:{server.port}/accounts/login/"
+            # What the proxy passes on from an HTTPS request.
+            secure = browser.get("/accounts/login/", headers={"X-Forwarded-Proto": "https"})
+            assert secure.status_code == 200
+            assert secure.headers["strict-transport-security"] == "max-age=3600"
+            cookies = secure.headers.get_list("set-cookie")
+            assert cookies and all("; Secure" in cookie for cookie in cookies), cookies
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
