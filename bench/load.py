@@ -1,22 +1,24 @@
 """Load: many viewers on one shared capture, then many uploads at once, against the real server.
 
     .venv/bin/python -m bench.load [--packets N] [--viewers 50] [--seconds 60] [--uploads 20]
+                                   [--think 0.1,0.5] [--name load]
 
 The server runs as deployed: daphne (--processes of them, viewers dealt round-robin, and with
 more than one the engine service that holds every sharkd session for them) on a
 throwaway PostgreSQL and Redis (tests/services.py starts them; --sqlite for SQLite and no Redis).
 Every viewer is a user of one team that may read the capture; each keeps the capture's two
 websockets open as a browser tab does, and for --seconds pages through the packet list, opens a
-packet of each page and now and then applies one of the filters the team already ran. Part way
-through, one viewer runs a filter no one ran before, a full pass over the capture. Then
---uploads users each upload a capture of about --upload-mb at the same moment; every file must
-be stored byte for byte and summarized for the search box.
+packet of each page and now and then applies one of the filters the team already ran, pausing
+--think seconds (a range) between two actions. Part way through, one viewer runs a filter no
+one ran before, a full pass over the capture. Then --uploads users each upload a capture of
+about --upload-mb at the same moment; every file must be stored byte for byte and summarized
+for the search box. The results also say how many cores each kind of process kept busy.
 
 The servers take every other setting from the environment, as deployed ones do: for example
 `ENGINE_PROCESSES_PER_CAPTURE=1 python -m bench.load` measures without the standby session.
 
-Writes bench/results/load.json and load.md. Exit status: 0 when every measurement was made and
-no request failed, 1 otherwise.
+Writes bench/results/NAME.json and NAME.md (--name, load by default). Exit status: 0 when every
+measurement was made and no request failed, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ import websockets
 from bench.__main__ import default_source_dir
 from bench.capture import build_capture
 from bench.errors import BenchError
-from bench.procs import kill_all_sync, spawned, tree_rss_kib
+from bench.procs import cpu_seconds_by_kind, kill_all_sync, spawned, tree_rss_kib
 from bench.report import machine_info
 
 BENCH_DIR = Path(__file__).resolve().parent
@@ -58,7 +60,7 @@ PAGE = 100
 TEAM_FILTERS = ("tcp", "dns", "http.request")
 NEW_FILTER = "tcp.analysis.retransmission || tcp.analysis.duplicate_ack"
 FILTER_EVERY = 5  # a viewer changes its filter every this many pages
-THINK_S = (0.1, 0.5)  # a viewer's pause between two actions
+THINK_S = (0.1, 0.5)  # a viewer's pause between two actions, unless --think says otherwise
 READY_TIMEOUT_S = 60.0
 LOAD_TIMEOUT_S = 900.0
 INDEX_TIMEOUT_S = 900.0
@@ -89,6 +91,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--data-dir", type=Path, default=BENCH_DIR / "data", help="capture cache")
     parser.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (logs, captures)")
+    parser.add_argument(
+        "--think",
+        type=think_range,
+        default=THINK_S,
+        help="a viewer's pause between two actions, MIN,MAX seconds (0.1,0.5)",
+    )
+    parser.add_argument("--name", default="load", help="results file name, without extension (load)")
     args = parser.parse_args(argv)
     if min(args.packets, args.viewers, args.processes) <= 0 or args.uploads < 0 or args.seconds <= 0:
         parser.error("--packets, --viewers, --processes and --seconds must be positive")
@@ -385,6 +394,7 @@ async def view(
     counts: dict[str, int],
     recorder: Recorder,
     until: float,
+    think: tuple[float, float],
 ) -> None:
     """One viewer: page, open a packet of the page, and change filters now and then, until `until`."""
     chooser = random.Random(number)
@@ -406,7 +416,7 @@ async def view(
                     selected = chooser.choice(page["packets"])["number"]
                     await timed_get(client, recorder, "details", f"{packets}/{selected}/")
             step += 1
-            await asyncio.sleep(chooser.uniform(*THINK_S))
+            await asyncio.sleep(chooser.uniform(*think))
 
 
 async def new_filter(port: int, token: str, capture_id: int, recorder: Recorder) -> dict[str, Any]:
@@ -491,10 +501,12 @@ async def measure_viewers(
                 counts,
                 recorder,
                 until,
+                args.think,
             )
         )
         for number in range(args.viewers)
     ]
+    cpu_before = cpu_seconds_by_kind(os.getpid())
     await asyncio.sleep(args.seconds / 4)
     result["memory_viewing_mb"] = sampler.now_mb()
     say(f"one viewer runs a new filter: {NEW_FILTER}")
@@ -502,6 +514,13 @@ async def measure_viewers(
     window = fresh.pop("window")
     say(f"new filter took {fresh['seconds']:.1f} s")
     await asyncio.gather(*viewers)
+    cpu_after, elapsed = cpu_seconds_by_kind(os.getpid()), time.monotonic() - (until - args.seconds)
+    # Cores busy on average over the viewers' time, by process kind.
+    result["cpu_cores"] = {
+        kind: (cpu_after[kind] - cpu_before.get(kind, 0.0)) / elapsed
+        for kind in sorted(cpu_after, key=lambda k: cpu_before.get(k, 0.0) - cpu_after[k])
+        if cpu_after[kind] - cpu_before.get(kind, 0.0) > 0.005 * elapsed
+    }
     stop.set()
     await asyncio.gather(*sockets)
     result["memory_after_mb"] = sampler.now_mb()
@@ -675,6 +694,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             "processes": args.processes,
             "backends": "SQLite" if args.sqlite else "PostgreSQL + Redis",
             "team_filters": list(TEAM_FILTERS),
+            "think_s": list(args.think),
         },
     }
     tmp = Path(tempfile.mkdtemp(prefix="capture-load-", dir="/tmp"))
@@ -719,6 +739,22 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+def think_range(text: str) -> tuple[float, float]:
+    """Parse --think: MIN,MAX seconds, 0 <= MIN <= MAX."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError("give the pause as MIN,MAX seconds, e.g. 1,3") from None
+    if not 0 <= low <= high:
+        raise argparse.ArgumentTypeError("the pause needs 0 <= MIN <= MAX")
+    return low, high
+
+
+def think_text(think: Any) -> str:
+    low, high = think
+    return f"{low:g}-{high:g} s"
+
+
 def time_text(seconds: float | None) -> str:
     if seconds is None:
         return "—"
@@ -748,7 +784,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{setup['viewers']} viewers, each a user of one team, for {setup['seconds']:.0f} s: "
         "page (100 rows at a random offset), open a packet of the page, and "
         f"every {FILTER_EVERY}th action apply one of "
-        f"{', '.join(f'`{f}`' for f in setup['team_filters'])} or none (run once before). "
+        f"{', '.join(f'`{f}`' for f in setup['team_filters'])} or none (run once before), "
+        f"pausing {think_text(setup.get('think_s', THINK_S))} between two actions. "
         f"Part way through, one viewer runs `{viewers['new_filter']['filter']}` for the first time.",
         "",
         "| request | count | p50 | p95 | max |",
@@ -770,6 +807,10 @@ def markdown(results: dict[str, Any]) -> str:
         f"{viewers['memory_loaded_mb']:.0f} MB loaded, "
         f"{viewers['memory_viewing_mb']:.0f} MB with the viewers, "
         f"{results['memory_peak_mb']:.0f} MB peak.",
+        "- CPU over the viewers' time, in cores busy on average (of "
+        f"{machine['cpu_count']}): "
+        + ", ".join(f"{kind} {cores:.2f}" for kind, cores in viewers.get("cpu_cores", {}).items())
+        + ".",
     ]
     lines += [
         "",
@@ -813,9 +854,9 @@ def main(argv: list[str]) -> int:
     finally:
         kill_all_sync()
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "load.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    (args.results_dir / f"{args.name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     text = markdown(results)
-    (args.results_dir / "load.md").write_text(text)
+    (args.results_dir / f"{args.name}.md").write_text(text)
     print(text)
     failed = (
         results["viewers"]["errors"]

@@ -134,3 +134,41 @@ def kill_all_sync() -> None:
     for root in list(_live_roots):
         _signal_groups([root, *descendants(root)], signal.SIGKILL)
         _live_roots.discard(root)
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds_by_kind(own_pid: int) -> dict[str, float]:
+    """CPU time (user + system) of every live process on the machine, summed by what it is.
+
+    Kinds: the daphne servers, the engine service, workers, sharkd, tshark, PostgreSQL, Redis,
+    this benchmark's own client ("load client"), and everything else ("other").
+    """
+    totals: dict[str, float] = {}
+    for entry in PROC.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process exited while we were walking
+        fields = stat[stat.rfind(")") + 2 :].split()
+        seconds = (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+        kind = _kind_of(int(entry.name), stat[stat.find("(") + 1 : stat.rfind(")")], command, own_pid)
+        totals[kind] = totals.get(kind, 0.0) + seconds
+    return totals
+
+
+def _kind_of(pid: int, name: str, command: str, own_pid: int) -> str:
+    if pid == own_pid:
+        return "load client"
+    if name in ("sharkd", "tshark", "redis-server"):
+        return {"redis-server": "Redis"}.get(name, name)
+    if name == "postgres":
+        return "PostgreSQL"
+    for marker, kind in (("daphne", "daphne"), ("run_engine", "engine service"), ("run_worker", "worker")):
+        if marker in command:
+            return kind
+    return "other"
