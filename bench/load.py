@@ -30,6 +30,7 @@ import hashlib
 import json
 import os
 import random
+import secrets
 import shutil
 import socket
 import statistics
@@ -701,6 +702,10 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     try:
         with backing_services(args.sqlite, tmp) as backing:
             env = {
+                # As deployed, unless the environment says otherwise: DEBUG=1 also records
+                # every query the servers make.
+                "DEBUG": "0",
+                "SECRET_KEY": secrets.token_urlsafe(50),
                 **os.environ,
                 **backing,
                 "CAPTURES_DIR": str(tmp / "captures"),
@@ -711,6 +716,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 # As the reference deployment (docker-compose.yml) keeps them.
                 env.setdefault("CONN_MAX_AGE", "60")
             results["setup"]["conn_max_age"] = env.get("CONN_MAX_AGE", "0")
+            results["setup"]["debug"] = env["DEBUG"]
             manage(env, "migrate", "--noinput")
             tokens = create_team(env, max(args.viewers, args.uploads))
             if args.processes > 1:
@@ -778,7 +784,8 @@ def markdown(results: dict[str, Any]) -> str:
         f"{results['capture']['file_size'] / 1e6:.0f} MB · {machine['cpu_count']} CPUs · "
         f"{setup['processes']} daphne process(es)"
         f"{' and the engine service' if setup['processes'] > 1 else ''} on {setup['backends']} "
-        f"(CONN_MAX_AGE={setup.get('conn_max_age', '0')}) · {machine['tshark_version']} · "
+        f"(CONN_MAX_AGE={setup.get('conn_max_age', '0')}, DEBUG={setup.get('debug', '1')}) · "
+        f"{machine['tshark_version']} · "
         f"load average {results['load_average_before']:.2f} before the run.",
         "",
         f"{setup['viewers']} viewers, each a user of one team, for {setup['seconds']:.0f} s: "

@@ -402,7 +402,7 @@ async def packet_list(request: HttpRequest, capture_id: int, query: Query[Packet
             "total": page.total,
             "displayed": page.displayed,
             "offset": query.offset,
-            "packets": [asdict(row) for row in page.packets],
+            "packets": page.packets,
         }
     )
 
@@ -411,9 +411,11 @@ def as_built(answer: dict[str, Any]) -> HttpResponse:
     """Answer with JSON built from the engine's dataclasses, which have the schema's fields and types.
 
     The packet list and details are the requests every viewer makes all the time: validating
-    their rows or tree against the schema took a quarter of the server's time for them.
+    their rows or tree against the schema took a quarter of the server's time for them, and
+    copying them into dicts (dataclasses.asdict) another twentieth. The encoder reads each
+    dataclass's own attributes instead (`vars`): plain fields, no slots.
     """
-    return HttpResponse(json.dumps(answer), content_type="application/json")
+    return HttpResponse(json.dumps(answer, default=vars), content_type="application/json")
 
 
 @api.get(
@@ -434,7 +436,7 @@ async def packet_detail(request: HttpRequest, capture_id: int, number: int) -> H
         {
             "number": detail.number,
             "columns": detail.columns,
-            "tree": [asdict(node) for node in detail.tree],
+            "tree": detail.tree,
             "sources": sources,
             "bytes": sources[0]["bytes"],
             "follow": [list(pair) for pair in detail.follow],
