@@ -9,6 +9,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,6 +188,39 @@ async def test_filters_are_run_on_every_session_and_their_pages_go_on_during_a_n
         assert page.displayed == len(expected)
         assert [row.number for row in page.packets] == expected[100:200]
     assert filtered.displayed == len(tshark_numbers(large_capture, "tcp.flags.syn == 1 && frame.len > 30"))
+
+
+@pytest.mark.slow
+async def test_a_session_that_joins_takes_the_filters_already_run(large_capture: Path) -> None:
+    sessions = engine().sessions(large_capture)
+    sessions.viewer_joined()
+    team_filter = "tcp.flags.reset == 1 && frame.len > 35"
+    await packets.packets(large_capture, team_filter, 0, 100)
+    [first] = sessions.processes
+    sessions.viewer_joined()  # a second viewer: a standby session starts
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (
+        len(sessions.processes) == 2 and all(team_filter in p.filters_done for p in sessions.processes)
+    ):
+        await asyncio.sleep(0.05)
+    [joined] = [p for p in sessions.processes if p is not first]
+    assert team_filter in joined.filters_done
+
+
+async def test_viewers_asking_at_once_for_a_new_filter_count_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    path = shared_capture("http_google.pcapng")
+    sessions = engine().sessions(path)
+    asked: list[str] = []
+    call = sessions.call
+
+    async def counted_call(method: str, *args: Any, **kwargs: Any) -> Any:
+        asked.append(method)
+        return await call(method, *args, **kwargs)
+
+    monkeypatch.setattr(sessions, "call", counted_call)
+    counts = await asyncio.gather(*(packets.count(path, "http") for _ in range(20)))
+    assert counts == [len(tshark_numbers(path, "http"))] * 20
+    assert asked.count("intervals") == 1
 
 
 async def test_idle_sessions_are_evicted() -> None:

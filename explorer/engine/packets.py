@@ -29,10 +29,6 @@ DEFAULT_TIME_FORMAT = "relative"
 
 COLUMN_NAMES = ["number", "time", "source", "destination", "protocol", "length", "info"]
 
-# A whole-capture interval so that `intervals` answers with one total; sharkd caches the
-# filter's result for `frames` too, so counting and paging dissect only once.
-COUNT_INTERVAL_MS = 2_000_000_000
-
 # Every display filter a user sends is measured here, as the engine receives it (a JSON string:
 # a quote or backslash takes 2 bytes, a character beyond ASCII 6 or 12): sharkd reads a request
 # line of 2 KiB at most, and one request may carry a filter with columns, or a filter ANDed
@@ -113,20 +109,7 @@ def _row(raw: dict[str, Any], time_format: str, precision: int) -> PacketRow:
 
 async def count(path: Path, filter_text: str = "") -> int:
     """Return how many packets of the capture match the display filter (all without one)."""
-    sessions = engine().sessions(path)
-    expression = _validated_filter(filter_text)
-    # A stored file never changes, so a count is computed once per filter; `intervals`
-    # walks every frame even when sharkd has the filter's result cached.
-    if expression in sessions.counts:
-        return sessions.counts[expression]
-    if expression is None:
-        await sessions.wait_loaded()
-        result = await sessions.call("status")
-    else:
-        params = {"interval": COUNT_INTERVAL_MS, "filter": expression}
-        result = await sessions.call("intervals", params, filter_text=expression)
-    sessions.counts[expression] = int(result["frames"])
-    return sessions.counts[expression]
+    return await engine().sessions(path).count(_validated_filter(filter_text))
 
 
 async def packets(

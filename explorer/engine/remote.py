@@ -161,6 +161,12 @@ class RemoteCaptureSessions(PageMemory):
             "call", path=wire.path_out(self.path), method=method, params=params, filter=filter_text
         )
 
+    async def count(self, expression: str | None) -> int:
+        if expression not in self.counts:
+            answer = await self.service.request("count", path=wire.path_out(self.path), filter=expression)
+            self.counts[expression] = int(answer)
+        return self.counts[expression]
+
     async def wait_loaded(self, progress: Progress | None = None) -> None:
         await self.service.request(
             "loaded", on_progress=progress, path=wire.path_out(self.path), progress=progress is not None

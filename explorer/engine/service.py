@@ -101,6 +101,11 @@ class Connection:
             return await engine.sessions(path).call(
                 str(message["method"]), message.get("params"), filter_text=filter_text
             )
+        if op == "count":
+            expression = message.get("filter")
+            if expression is not None and not isinstance(expression, str):
+                raise EngineError("a count's filter is a string")
+            return await engine.sessions(path).count(expression)
         if op == "loaded":
 
             async def progress(bytes_read: int) -> None:

@@ -48,6 +48,10 @@ PAGES_KEPT = 256
 SESSION_BASE_MB = 150
 SESSION_MB_PER_FILE_MB = 2.2
 
+# A whole-capture interval so that `intervals` answers with one total; sharkd caches the
+# filter's result for `frames` too, so counting and paging dissect only once.
+COUNT_INTERVAL_MS = 2_000_000_000
+
 # Processes being closed in the background (the loop keeps only weak references to tasks).
 _closing: set[asyncio.Task[None]] = set()
 
@@ -101,6 +105,7 @@ class CaptureSessions(PageMemory):
         self.load_error: EngineError | None = None
         self.viewers = 0
         self.spreading: dict[str, asyncio.Task[None]] = {}
+        self.counting: dict[str | None, asyncio.Future[int]] = {}
 
     def warm(self) -> None:
         """Start a session in the background if none runs and there is room for it."""
@@ -159,6 +164,9 @@ class CaptureSessions(PageMemory):
         async def start() -> None:
             try:
                 await process.start()
+                # A session that joins others takes the filters they have run.
+                for known in {f for other in self.processes for f in other.filters_done}:
+                    self._spread_soon(known)
             except EngineError as error:
                 log.warning("sharkd failed to load %s: %s", self.path, error)
                 self.load_error = error
@@ -220,16 +228,17 @@ class CaptureSessions(PageMemory):
                     having = [p for p in ready if filter_text in p.filters_done]
                     if having:
                         return min(having, key=lambda p: (p.slow_pending, p.pending))
+                # A filter no session has run takes one for a whole pass: take the one whose
+                # cached filters the others' pages need least.
+                fewest_filters = filter_text is not None
                 if idle:
-                    if filter_text is not None:
-                        # A filter no session has run takes one for a whole pass: take the one
-                        # whose cached filters the others' pages need least.
-                        return min(idle, key=lambda p: len(p.filters_done))
-                    return idle[0]
+                    return min(idle, key=lambda p: len(p.filters_done)) if fewest_filters else idle[0]
                 # Every ready process is busy. Fast work may queue behind fast work,
                 # but not behind a re-dissection of the whole capture.
                 fast_busy = [p for p in ready if p.slow_pending == 0]
                 if fast_busy:
+                    if fewest_filters:
+                        return min(fast_busy, key=lambda p: (len(p.filters_done), p.pending))
                     return min(fast_busy, key=lambda p: p.pending)
                 loading = [p for p in self.processes if not p.loaded.is_set()]
                 if not loading and ready and len(self.processes) < self.max_processes:
@@ -245,15 +254,23 @@ class CaptureSessions(PageMemory):
                     pass
 
     async def call(
-        self, method: str, params: dict[str, Any] | None = None, *, filter_text: str | None = None
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        *,
+        filter_text: str | None = None,
+        slow: bool = False,
     ) -> Any:
-        """Send a request to a suitable process; on a crash retry once on a fresh one."""
+        """Send a request to a suitable process; on a crash retry once on a fresh one.
+
+        `slow`: the request walks every frame, so fast work should not queue behind it.
+        """
         timeout = settings.ENGINE_REQUEST_TIMEOUT
         for attempt in (1, 2):
             process = await self._acquire(filter_text)
             # Slow for this session: a filter it has not run re-dissects every frame, here
             # even if another session has run it.
-            slow = method in ("tap", "follow", "iograph")
+            slow = slow or method in ("tap", "follow", "iograph")
             slow = slow or (filter_text is not None and filter_text not in process.filters_done)
             try:
                 result = await asyncio.wait_for(process.request(method, params, slow=slow), timeout)
@@ -281,6 +298,32 @@ class CaptureSessions(PageMemory):
                 self._spread_soon(filter_text)
             return result
         raise AssertionError("unreachable")
+
+    async def count(self, expression: str | None) -> int:
+        """Return how many packets match a (checked) display filter; all of them for None.
+
+        A stored file never changes: a count is computed once, by one request however many
+        viewers ask for it at once. `intervals` walks every frame even where sharkd has the
+        filter's result cached, so it is slow work.
+        """
+        if expression in self.counts:
+            return self.counts[expression]
+        counting = self.counting.get(expression)
+        if counting is None:
+            counting = self.counting[expression] = asyncio.ensure_future(self._count(expression))
+            counting.add_done_callback(lambda _: self.counting.pop(expression, None))
+        # A viewer who goes away leaves the count to the others.
+        return await asyncio.shield(counting)
+
+    async def _count(self, expression: str | None) -> int:
+        if expression is None:
+            await self.wait_loaded()
+            result = await self.call("status")
+        else:
+            params = {"interval": COUNT_INTERVAL_MS, "filter": expression}
+            result = await self.call("intervals", params, filter_text=expression, slow=True)
+        self.counts[expression] = int(result["frames"])
+        return self.counts[expression]
 
     def _spread_soon(self, filter_text: str) -> None:
         if self.spread_filters and len(self.processes) > 1 and filter_text not in self.spreading:

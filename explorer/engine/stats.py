@@ -27,8 +27,8 @@ from django.conf import settings
 from . import commands, framecopy
 from .errors import EngineError
 from .keylog import keylog_for
-from .packets import COUNT_INTERVAL_MS, NUMBER, _validated_filter, check_filter, count
-from .sessions import engine
+from .packets import NUMBER, _validated_filter, check_filter, count
+from .sessions import COUNT_INTERVAL_MS, engine
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ from pathlib import Path
 from typing import Any
 
 from .framecopy import PCAP_MAGICS, PCAPNG_BYTE_ORDER, PCAPNG_SECTION, file_kind
-from .packets import COUNT_INTERVAL_MS, NUMBER, count
-from .sessions import engine
+from .packets import NUMBER, count
+from .sessions import COUNT_INTERVAL_MS, engine
 
 log = logging.getLogger(__name__)
 
