@@ -21,6 +21,9 @@ from .models import Capture
 log = logging.getLogger(__name__)
 
 PROGRESS_INTERVAL = 0.2
+# How long a capture may take to answer that it is loaded before its first rows are read
+# with tshark meanwhile.
+PREVIEW_AFTER = 0.5
 
 
 class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
@@ -50,10 +53,16 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
     async def follow_load(self) -> None:
         path = self.capture.path
         loaded = asyncio.create_task(self.sessions.wait_loaded(self.progress))
-        rows_task = asyncio.create_task(preview.first_rows(path))
+        rows_task: asyncio.Task[list[packets.PacketRow]] | None = None
         try:
-            done, _ = await asyncio.wait({loaded, rows_task}, return_when=asyncio.FIRST_COMPLETED)
-            if rows_task in done and not loaded.done():
+            # A capture someone has open answers at once: no tshark for its first rows then.
+            # A team opening it together started one tshark per tab, and their start-up
+            # held the server's cores for seconds.
+            await asyncio.wait({loaded}, timeout=PREVIEW_AFTER)
+            if not loaded.done():
+                rows_task = asyncio.create_task(preview.first_rows(path))
+                done, _ = await asyncio.wait({loaded, rows_task}, return_when=asyncio.FIRST_COMPLETED)
+            if rows_task is not None and rows_task in done and not loaded.done():
                 rows = rows_task.result()
                 await self.send_event(
                     "load.rows",
@@ -67,7 +76,8 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
         except EngineError as error:
             await self.send_event("load.failed", error=error.message)
         finally:
-            rows_task.cancel()
+            if rows_task is not None:
+                rows_task.cancel()
 
     _last_progress = 0.0
 

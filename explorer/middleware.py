@@ -257,4 +257,15 @@ class OwnContext:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         # Cancelling this task (the client went away) cancels the one it awaits.
-        await asyncio.create_task(self.app(scope, receive, send), context=contextvars.Context())
+        await asyncio.create_task(self.run(scope, receive, send), context=contextvars.Context())
+
+    async def run(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        # Each websocket's database work (signing in, checking the capture) on a thread of
+        # its own: Channels would run that of every consumer of the process on one thread,
+        # and a hundred tabs opening at once under load waited there past daphne's
+        # handshake timeout.
+        async with ThreadSensitiveContext():
+            await self.app(scope, receive, send)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 from functools import cache
@@ -58,6 +59,11 @@ async def first_rows(path: Path, count: int | None = None) -> list[PacketRow]:
         os.killpg(process.pid, signal.SIGKILL)
         await process.wait()
         return []
+    except asyncio.CancelledError:
+        # sharkd loaded first, or the viewer left: the rows are not wanted any more.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        raise
     rows = [parse_row(line) for line in stdout.decode(errors="replace").splitlines()]
     return [row for row in rows if row is not None]
 
