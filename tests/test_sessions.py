@@ -113,8 +113,6 @@ async def test_a_filter_goes_back_to_the_session_that_ran_it(large_capture: Path
     await sessions.wait_loaded()
     while sum(p.loaded.is_set() and p.alive for p in sessions.processes) < 2:
         await asyncio.sleep(0.05)
-    # Here the filter stays where it ran: _spread is tested below.
-    sessions.spread_filters = False
     display_filter = "tcp.flags.reset == 1 && frame.len > 20"
     first = await packets.packets(large_capture, display_filter, 0, 100)
     [ran] = [p for p in sessions.processes if display_filter in p.filters_done]
@@ -146,7 +144,6 @@ async def two_loaded_sessions(path: Path) -> CaptureSessions:
 @pytest.mark.slow
 async def test_a_new_filter_goes_to_the_session_with_fewer_filters(large_capture: Path) -> None:
     sessions = await two_loaded_sessions(large_capture)
-    sessions.spread_filters = False
     await packets.packets(large_capture, "tcp.flags.reset == 1 && frame.len > 25", 0, 100)
     [ran] = [p for p in sessions.processes if p.filters_done]
     [other] = [p for p in sessions.processes if p is not ran]
@@ -154,57 +151,6 @@ async def test_a_new_filter_goes_to_the_session_with_fewer_filters(large_capture
     await packets.packets(large_capture, "tcp.flags.syn == 1 && frame.len > 25", 0, 100)
     assert other.filters_done == {"tcp.flags.syn == 1 && frame.len > 25"}
     assert ran.filters_done == {"tcp.flags.reset == 1 && frame.len > 25"}
-
-
-@pytest.mark.slow
-async def test_filters_are_run_on_every_session_and_their_pages_go_on_during_a_new_filter(
-    large_capture: Path,
-) -> None:
-    sessions = await two_loaded_sessions(large_capture)
-    # Run one after the other, each would stay on a session of its own.
-    team_filters = ["tcp.flags.reset == 1 && frame.len > 30", "tcp.flags.ack == 1 && frame.len > 30"]
-    for team_filter in team_filters:
-        await packets.packets(large_capture, team_filter, 0, 100)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(
-        set(team_filters) <= p.filters_done for p in sessions.processes
-    ):
-        await asyncio.sleep(0.05)
-    assert all(set(team_filters) <= p.filters_done for p in sessions.processes)
-
-    # Someone's new filter takes one session for a whole pass over the capture; pages through
-    # either of the team's filters go on, on the other session.
-    started = time.monotonic()
-    new_filter = asyncio.create_task(packets.packets(large_capture, "tcp.flags.syn == 1 && frame.len > 30"))
-    await asyncio.sleep(0.05)
-    pages = [await packets.packets(large_capture, team_filter, 100, 100) for team_filter in team_filters]
-    pages_done = time.monotonic() - started
-    filtered = await new_filter
-    filter_done = time.monotonic() - started
-
-    assert pages_done < filter_done / 2, (pages_done, filter_done)
-    for team_filter, page in zip(team_filters, pages, strict=True):
-        expected = tshark_numbers(large_capture, team_filter)
-        assert page.displayed == len(expected)
-        assert [row.number for row in page.packets] == expected[100:200]
-    assert filtered.displayed == len(tshark_numbers(large_capture, "tcp.flags.syn == 1 && frame.len > 30"))
-
-
-@pytest.mark.slow
-async def test_a_session_that_joins_takes_the_filters_already_run(large_capture: Path) -> None:
-    sessions = engine().sessions(large_capture)
-    sessions.viewer_joined()
-    team_filter = "tcp.flags.reset == 1 && frame.len > 35"
-    await packets.packets(large_capture, team_filter, 0, 100)
-    [first] = sessions.processes
-    sessions.viewer_joined()  # a second viewer: a standby session starts
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not (
-        len(sessions.processes) == 2 and all(team_filter in p.filters_done for p in sessions.processes)
-    ):
-        await asyncio.sleep(0.05)
-    [joined] = [p for p in sessions.processes if p is not first]
-    assert team_filter in joined.filters_done
 
 
 async def test_viewers_asking_at_once_for_a_new_filter_count_it_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,7 +23,6 @@ killed, the request fails with a clear error, and the next request starts a fres
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -91,10 +90,6 @@ RoomCheck = Callable[["CaptureSessions", bool], bool]
 class CaptureSessions(PageMemory):
     """The sharkd processes serving one capture file."""
 
-    # Run each filter on every session of the capture (see _spread).
-    spread_filters = True
-    SPREAD_GIVE_UP_SECONDS = 300
-
     def __init__(self, path: Path | None, max_processes: int, room: RoomCheck | None = None) -> None:
         super().__init__()
         self.path = path
@@ -104,7 +99,6 @@ class CaptureSessions(PageMemory):
         self.changed = asyncio.Condition()
         self.load_error: EngineError | None = None
         self.viewers = 0
-        self.spreading: dict[str, asyncio.Task[None]] = {}
         self.counting: dict[str | None, asyncio.Future[int]] = {}
 
     def warm(self) -> None:
@@ -164,9 +158,6 @@ class CaptureSessions(PageMemory):
         async def start() -> None:
             try:
                 await process.start()
-                # A session that joins others takes the filters they have run.
-                for known in {f for other in self.processes for f in other.filters_done}:
-                    self._spread_soon(known)
             except EngineError as error:
                 log.warning("sharkd failed to load %s: %s", self.path, error)
                 self.load_error = error
@@ -293,9 +284,8 @@ class CaptureSessions(PageMemory):
                 process.reserved -= 1
                 async with self.changed:
                     self.changed.notify_all()
-            if filter_text is not None and filter_text not in process.filters_done:
+            if filter_text is not None:
                 process.filters_done.add(filter_text)
-                self._spread_soon(filter_text)
             return result
         raise AssertionError("unreachable")
 
@@ -324,53 +314,6 @@ class CaptureSessions(PageMemory):
             result = await self.call("intervals", params, filter_text=expression, slow=True)
         self.counts[expression] = int(result["frames"])
         return self.counts[expression]
-
-    def _spread_soon(self, filter_text: str) -> None:
-        if self.spread_filters and len(self.processes) > 1 and filter_text not in self.spreading:
-            self.spreading[filter_text] = asyncio.create_task(self._spread(filter_text))
-
-    async def _spread(self, filter_text: str) -> None:
-        """Run a filter that one session has run on the others too, one at a time, when idle.
-
-        A page through a filter goes to a session that has it cached. Were a team's filters
-        cached on one session only, someone's new filter taking that session for a whole pass
-        over the capture would hold every page through them; with each filter on every
-        session, the other sessions serve them meanwhile. Only a session with nothing to do
-        takes it, and only while no session of the capture is on a whole pass already.
-        """
-        give_up = time.monotonic() + self.SPREAD_GIVE_UP_SECONDS
-        try:
-            while time.monotonic() < give_up:
-                async with self.changed:
-                    ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
-                    lacking = [p for p in ready if filter_text not in p.filters_done]
-                    if not lacking or len(ready) < 2:
-                        return
-                    free = [p for p in lacking if not p.pending and not p.reserved]
-                    if not free or any(p.slow_pending for p in ready):
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self.changed.wait(), 1)
-                        continue
-                    target = free[0]
-                    target.reserved += 1
-                try:
-                    await asyncio.wait_for(
-                        target.request("frames", {"filter": filter_text, "limit": 1}, slow=True),
-                        settings.ENGINE_REQUEST_TIMEOUT,
-                    )
-                    target.filters_done.add(filter_text)
-                except TimeoutError:
-                    self.close_soon(target)
-                    return
-                except EngineError as error:
-                    log.info("sharkd for %s did not run %r as well: %s", self.path, filter_text, error)
-                    return
-                finally:
-                    target.reserved -= 1
-                    async with self.changed:
-                        self.changed.notify_all()
-        finally:
-            del self.spreading[filter_text]
 
     async def wait_loaded(self, progress: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Start a session if none runs and wait until one has loaded the capture."""
@@ -413,8 +356,6 @@ class CaptureSessions(PageMemory):
                 await process.close()
 
     async def close(self) -> None:
-        for task in list(self.spreading.values()):
-            task.cancel()
         for process in list(self.processes):
             self._forget(process)
             await process.close()
