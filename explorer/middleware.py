@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from asgiref.sync import ThreadSensitiveContext, iscoroutinefunction, markcoroutinefunction, sync_to_async
+from autobahn.exception import Disconnected
 from django.conf import settings
 from django.contrib.auth import middleware as auth
 from django.contrib.messages import middleware as messages
@@ -263,9 +264,15 @@ class OwnContext:
         if scope["type"] != "websocket":
             await self.app(scope, receive, send)
             return
+
+        async def send_unless_closed(message: dict[str, Any]) -> None:
+            try:
+                await send(message)
+            except Disconnected:
+                pass  # the browser closed the socket while a push to it was on its way
+
         # Each websocket's database work (signing in, checking the capture) on a thread of
         # its own: Channels would run that of every consumer of the process on one thread,
-        # and a hundred tabs opening at once under load waited there past daphne's
-        # handshake timeout.
+        # one after another, and the last of many tabs opening at once waited for them all.
         async with ThreadSensitiveContext():
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_unless_closed)

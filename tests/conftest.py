@@ -206,7 +206,9 @@ class Server:
     def escaped_exceptions(self) -> list[str]:
         """Return the exceptions the server logged as escaping the application (it answered 500)."""
         log = (self.workdir / "server.log").read_text(errors="replace")
-        return [entry[:3000] for entry in log.split("Exception inside application: ")[1:]]
+        entries = log.split("Exception inside application: ")[1:]
+        # The message, and the end of the traceback: where it was raised.
+        return [entry if len(entry) < 4000 else f"{entry[:500]}\n...\n{entry[-3000:]}" for entry in entries]
 
     def children(self) -> list[int]:
         """Return the pids of the server's child processes (sharkd sessions, tshark)."""

@@ -261,10 +261,10 @@ class CaptureSessions(PageMemory):
             process = await self._acquire(filter_text)
             # Slow for this session: a filter it has not run re-dissects every frame, here
             # even if another session has run it.
-            slow = slow or method in ("tap", "follow", "iograph")
-            slow = slow or (filter_text is not None and filter_text not in process.filters_done)
+            whole_pass = slow or method in ("tap", "follow", "iograph")
+            whole_pass = whole_pass or (filter_text is not None and filter_text not in process.filters_done)
             try:
-                result = await asyncio.wait_for(process.request(method, params, slow=slow), timeout)
+                result = await asyncio.wait_for(process.request(method, params, slow=whole_pass), timeout)
             except TimeoutError as error:
                 # The session is stuck (a dissector looping, a stopped process): replace it,
                 # and do not send the same request to the next one.
