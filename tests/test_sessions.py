@@ -179,3 +179,29 @@ async def test_idle_sessions_are_evicted() -> None:
     await asyncio.sleep(0.2)
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
+
+
+async def test_a_capture_waiting_for_room_is_not_forgotten_by_the_evictor(settings: Any) -> None:
+    settings.ENGINE_MAX_PROCESSES = 1
+    busy_path, waiting_path = shared_capture("http_google.pcapng"), shared_capture("tcp_handshake.pcapng")
+    await packets.packets(busy_path)
+    [busy] = engine().sessions(busy_path).processes
+    busy.pending += 1  # answering someone: not to be closed to make room
+    try:
+        waiting = asyncio.create_task(packets.packets(waiting_path))
+        await asyncio.sleep(0.3)
+        assert not engine().sessions(waiting_path).processes
+        # The evictor passes while the request waits for room, its capture holding no session.
+        await engine().evict_idle()
+        assert engine().sessions(waiting_path).waiting == 1
+    finally:
+        busy.pending -= 1
+    async with engine().sessions(busy_path).changed:
+        engine().sessions(busy_path).changed.notify_all()
+    page = await waiting
+    assert [row.number for row in page.packets] == [int(n) for n in tshark_numbers(waiting_path, "")]
+    # The session it started is one the engine knows: counted against the limit, and closed
+    # when idle.
+    started = engine().sessions(waiting_path).processes
+    assert len(started) == 1 and started[0].alive
+    assert sum(len(s.processes) for p, s in engine().captures.items() if p is not None) == 1

@@ -100,6 +100,9 @@ class CaptureSessions(PageMemory):
         self.load_error: EngineError | None = None
         self.viewers = 0
         self.counting: dict[str | None, asyncio.Future[int]] = {}
+        # Requests choosing a session or waiting for one to load: while there are any, the
+        # engine keeps this object, even with no process yet (see Engine._evict_forever).
+        self.waiting = 0
 
     def warm(self) -> None:
         """Start a session in the background if none runs and there is room for it."""
@@ -199,6 +202,13 @@ class CaptureSessions(PageMemory):
         return process
 
     async def _choose(self, filter_text: str | None) -> SharkdProcess:
+        self.waiting += 1
+        try:
+            return await self._choose_waiting(filter_text)
+        finally:
+            self.waiting -= 1
+
+    async def _choose_waiting(self, filter_text: str | None) -> SharkdProcess:
         deadline = time.monotonic() + settings.ENGINE_BUSY_WAIT_SECONDS
         async with self.changed:
             while True:
@@ -317,6 +327,13 @@ class CaptureSessions(PageMemory):
 
     async def wait_loaded(self, progress: Callable[[int], Awaitable[None]] | None = None) -> None:
         """Start a session if none runs and wait until one has loaded the capture."""
+        self.waiting += 1
+        try:
+            await self._wait_loaded(progress)
+        finally:
+            self.waiting -= 1
+
+    async def _wait_loaded(self, progress: Callable[[int], Awaitable[None]] | None) -> None:
         deadline = time.monotonic() + settings.ENGINE_BUSY_WAIT_SECONDS
         while True:
             self._forget_dead()
@@ -422,12 +439,19 @@ class Engine:
     async def _evict_forever(self) -> None:
         while True:
             await asyncio.sleep(5)
-            for path, sessions in list(self.captures.items()):
-                if path is None:
-                    continue  # the filter-checking session holds no capture and stays
-                await sessions.evict_idle(settings.ENGINE_IDLE_SECONDS, settings.ENGINE_EXTRA_IDLE_SECONDS)
-                if not sessions.processes and self.captures.get(path) is sessions:
-                    del self.captures[path]
+            await self.evict_idle()
+
+    async def evict_idle(self) -> None:
+        """Close idle sessions; forget captures left with none."""
+        for path, sessions in list(self.captures.items()):
+            if path is None:
+                continue  # the filter-checking session holds no capture and stays
+            await sessions.evict_idle(settings.ENGINE_IDLE_SECONDS, settings.ENGINE_EXTRA_IDLE_SECONDS)
+            # Not while a request waits for room to start a session there: the session it
+            # started would belong to no capture the engine knows, counted against no
+            # limit and never closed.
+            if not sessions.processes and not sessions.waiting and self.captures.get(path) is sessions:
+                del self.captures[path]
 
     async def states(self, paths: list[Path]) -> list[SessionState]:
         """Return the state of each capture's sessions (none for a capture not opened)."""
