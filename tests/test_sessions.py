@@ -205,3 +205,22 @@ async def test_a_capture_waiting_for_room_is_not_forgotten_by_the_evictor(settin
     started = engine().sessions(waiting_path).processes
     assert len(started) == 1 and started[0].alive
     assert sum(len(s.processes) for p, s in engine().captures.items() if p is not None) == 1
+
+
+async def test_sessions_kept_across_their_eviction_still_count_against_the_limit(settings: Any) -> None:
+    settings.ENGINE_MAX_PROCESSES = 1
+    path = shared_capture("tcp_handshake.pcapng")
+    kept = engine().sessions(path)  # as a websocket keeps it
+    await engine().evict_idle()  # no session yet: the capture is forgotten
+    other = engine().sessions(path)
+    assert other is not kept
+    await other.call("status")
+    await kept.call("status")
+    # With room for one session, the kept object's start closed the other's idle one.
+    await asyncio.sleep(0.3)
+    alive = [p for s in (*engine().captures.values(), *engine().detached) for p in s.processes if p.alive]
+    assert len([p for p in alive if p.capture_path is not None]) == 1
+    assert kept in engine().detached
+    await kept.evict_idle(keep_seconds=0, extra_seconds=0)
+    await engine().evict_idle()
+    assert kept not in engine().detached

@@ -383,6 +383,9 @@ class Engine:
 
     def __init__(self) -> None:
         self.captures: dict[Path | None, CaptureSessions] = {}
+        # Sessions of a capture kept by a caller across its eviction while another object
+        # took its place: their processes still count and are still closed when idle.
+        self.detached: set[CaptureSessions] = set()
         self._evictor: asyncio.Task[None] | None = None
 
     def sessions(self, path: Path | None) -> CaptureSessions:
@@ -402,9 +405,12 @@ class Engine:
         """Whether the capture may start a session; if it needs one, close the least recently used idle."""
         if asking.path is None:
             return True
-        holding = [s for s in self.captures.values() if s.path is not None]
-        if asking not in holding:
-            holding.append(asking)
+        if self.captures.get(asking.path) is not asking:
+            # A caller kept it across the eviction of its capture (a websocket, a loop of
+            # requests): what it starts is counted and evicted like any other session.
+            if self.captures.setdefault(asking.path, asking) is not asking:
+                self.detached.add(asking)
+        holding = [s for s in (*self.captures.values(), *self.detached) if s.path is not None]
         while not self._fits(holding, asking):
             if not needed:
                 return False
@@ -452,6 +458,10 @@ class Engine:
             # limit and never closed.
             if not sessions.processes and not sessions.waiting and self.captures.get(path) is sessions:
                 del self.captures[path]
+        for sessions in list(self.detached):
+            await sessions.evict_idle(settings.ENGINE_IDLE_SECONDS, settings.ENGINE_EXTRA_IDLE_SECONDS)
+            if not sessions.processes and not sessions.waiting:
+                self.detached.discard(sessions)
 
     async def states(self, paths: list[Path]) -> list[SessionState]:
         """Return the state of each capture's sessions (none for a capture not opened)."""
@@ -468,6 +478,8 @@ class Engine:
     async def close(self) -> None:
         for path in list(self.captures):
             await self.captures.pop(path).close()
+        while self.detached:
+            await self.detached.pop().close()
 
 
 def expected_mb(path: Path | None) -> float:
