@@ -80,14 +80,20 @@ def large_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.mark.slow
-async def test_fast_work_is_not_held_behind_a_new_filter_when_several_watch(large_capture: Path) -> None:
-    sessions = engine().sessions(large_capture)
+async def two_loaded_sessions(path: Path) -> CaptureSessions:
+    """Open the capture as two viewers do: a session and its standby, both loaded."""
+    sessions = engine().sessions(path)
     sessions.viewer_joined()
     sessions.viewer_joined()
     await sessions.wait_loaded()
     while sum(p.loaded.is_set() and p.alive for p in sessions.processes) < 2:
         await asyncio.sleep(0.05)
+    return sessions
+
+
+@pytest.mark.slow
+async def test_fast_work_is_not_held_behind_a_new_filter_when_several_watch(large_capture: Path) -> None:
+    await two_loaded_sessions(large_capture)
 
     started = time.monotonic()
     new_filter = asyncio.create_task(packets.packets(large_capture, "tcp.flags.reset == 1 && frame.len > 10"))
@@ -107,12 +113,7 @@ async def test_fast_work_is_not_held_behind_a_new_filter_when_several_watch(larg
 
 @pytest.mark.slow
 async def test_a_filter_goes_back_to_the_session_that_ran_it(large_capture: Path) -> None:
-    sessions = engine().sessions(large_capture)
-    sessions.viewer_joined()
-    sessions.viewer_joined()
-    await sessions.wait_loaded()
-    while sum(p.loaded.is_set() and p.alive for p in sessions.processes) < 2:
-        await asyncio.sleep(0.05)
+    sessions = await two_loaded_sessions(large_capture)
     display_filter = "tcp.flags.reset == 1 && frame.len > 20"
     first = await packets.packets(large_capture, display_filter, 0, 100)
     [ran] = [p for p in sessions.processes if display_filter in p.filters_done]
@@ -128,17 +129,6 @@ async def test_a_filter_goes_back_to_the_session_that_ran_it(large_capture: Path
     assert display_filter not in other.filters_done
     assert second.displayed == first.displayed
     assert second.packets[0].number > first.packets[-1].number
-
-
-async def two_loaded_sessions(path: Path) -> CaptureSessions:
-    """Open the capture as two viewers do: a session and its standby, both loaded."""
-    sessions = engine().sessions(path)
-    sessions.viewer_joined()
-    sessions.viewer_joined()
-    await sessions.wait_loaded()
-    while sum(p.loaded.is_set() and p.alive for p in sessions.processes) < 2:
-        await asyncio.sleep(0.05)
-    return sessions
 
 
 @pytest.mark.slow
