@@ -101,7 +101,7 @@ class CaptureSessions(PageMemory):
         self.viewers = 0
         self.counting: dict[str | None, asyncio.Future[int]] = {}
         # Requests choosing a session or waiting for one to load: while there are any, the
-        # engine keeps this object, even with no process yet (see Engine._evict_forever).
+        # engine keeps this object, even with no process yet (see Engine.evict_idle).
         self.waiting = 0
 
     def warm(self) -> None:
@@ -453,9 +453,8 @@ class Engine:
             if path is None:
                 continue  # the filter-checking session holds no capture and stays
             await sessions.evict_idle(settings.ENGINE_IDLE_SECONDS, settings.ENGINE_EXTRA_IDLE_SECONDS)
-            # Not while a request waits for room to start a session there: the session it
-            # started would belong to no capture the engine knows, counted against no
-            # limit and never closed.
+            # Not while a request waits for room to start a session there: it would start it
+            # in an object the engine no longer maps, kept apart in `detached`.
             if not sessions.processes and not sessions.waiting and self.captures.get(path) is sessions:
                 del self.captures[path]
         for sessions in list(self.detached):
