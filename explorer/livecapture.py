@@ -15,6 +15,7 @@ packet, is stored as an ordinary capture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import logging
@@ -22,6 +23,7 @@ import struct
 import time
 import uuid
 from collections import deque
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -180,6 +182,27 @@ def filter_group_name(live_id: int, display_filter: str) -> str:
     return f"livecapture-{live_id}-{digest}"
 
 
+class Files:
+    """The files of a recording as its decoders read them: the recording itself, or a worker's
+    copy of what the recording reports (explorer/livedecoding.py)."""
+
+    def __init__(self, first: Segment) -> None:
+        self.segments = [first]
+        # Files dropped from the ring that a decoder has not read to the end yet.
+        self.retired: list[Segment] = []
+        self.ended = False  # no more bytes: decoders read to the end of the files and exit
+
+    def segment_from(self, number: int) -> Segment:
+        """Return the file of this number, or the oldest one left when it was removed."""
+        for segment in [*self.retired, *self.segments]:
+            if segment.number >= number:
+                return segment
+        return self.segments[-1]
+
+    def release(self) -> None:
+        """Let go of the files dropped from the ring that no decoder has still to read."""
+
+
 class Feed:
     """One decoder of the recording and the rows it printed that viewers have not received yet.
 
@@ -188,19 +211,22 @@ class Feed:
     decoded stay on disk rather than in memory, and a decoder started late reads from the start.
     """
 
-    def __init__(self, recording: Recording, display_filter: str) -> None:
-        self.recording = recording
+    def __init__(self, files: Files, live_id: int, display_filter: str, pushed_through: int = 0) -> None:
+        self.files = files
+        self.live_id = live_id
         self.display_filter = display_filter
         self.decoder = Decoder(display_filter)
         self.pending: list[dict[str, Any]] = []
         self.recent: deque[dict[str, Any]] = deque(maxlen=RECENT_ROWS)
+        # Rows up to this number were pushed by a decoder before this one (a worker that died):
+        # decoded again for the recent rows, not pushed twice.
+        self.pushed_through = pushed_through
         self.last_number = 0
         self.reader: asyncio.Task[None] | None = None
         self.pump_task: asyncio.Task[None] | None = None
         self.more = asyncio.Event()  # set when the file grew or the recording ended
         self.number = 0  # of the file the decoder reads
         self.offset = 0
-        live_id = recording.live.pk
         self.group = filter_group_name(live_id, display_filter) if display_filter else group_name(live_id)
 
     async def start(self) -> None:
@@ -210,12 +236,12 @@ class Feed:
 
     async def pump(self) -> None:
         """Write the files to the decoder as they grow; close its input once the recording ended."""
-        recording = self.recording
+        files = self.files
         number, offset = 0, 0
         handle: IO[bytes] | None = None
         try:
             while True:
-                segment = recording.segment_from(number)
+                segment = files.segment_from(number)
                 if segment.number != number or handle is None:
                     # The first file, the next one, or the oldest one left (the others were
                     # dropped from the ring before the decoder reached them).
@@ -223,13 +249,14 @@ class Feed:
                         handle.close()
                     number, offset = segment.number, segment.skip
                     self.number = number
-                    recording.release()
+                    files.release()
                     try:
                         handle = open(segment.path, "rb")  # noqa: SIM115 - closed here
                     except FileNotFoundError:
                         handle = None
-                        if segment is recording.segments[-1] or recording.ended:
+                        if segment is files.segments[-1] or files.ended:
                             break  # stored or removed: nothing more to read
+                        number += 1  # dropped from the ring meanwhile: the next one
                         continue
                 if offset < segment.size:
                     handle.seek(offset)
@@ -238,11 +265,11 @@ class Feed:
                         break
                     offset += len(block)
                     await self.decoder.write(block)
-                elif segment.number < recording.segments[-1].number:
+                elif segment.number < files.segments[-1].number:
                     number += 1
                     handle.close()
                     handle = None
-                elif recording.ended:
+                elif files.ended:
                     break
                 else:
                     self.more.clear()
@@ -256,7 +283,8 @@ class Feed:
         async for row in self.decoder.rows():
             self.last_number = row.number
             cells = row_cells(row)
-            self.pending.append(cells)
+            if row.number > self.pushed_through:
+                self.pending.append(cells)
             self.recent.append(cells)
 
     async def finish(self) -> None:
@@ -268,7 +296,7 @@ class Feed:
                     if task is not None:
                         await asyncio.shield(task)
         except TimeoutError:
-            log.warning("decoder of live capture %s did not finish", self.recording.live.pk)
+            log.warning("decoder of live capture %s did not finish", self.live_id)
         for task in (self.pump_task, self.reader):
             if task is not None:
                 task.cancel()
@@ -313,7 +341,7 @@ class Ring:
     kilobytes: int
 
 
-class Recording:
+class Recording(Files):
     """Packets of one live capture being received in this process."""
 
     def __init__(self, live: LiveCapture, ring: Ring | None = None) -> None:
@@ -321,9 +349,9 @@ class Recording:
         self.ring = ring
         self.stream = PacketStream()
         self.path = staging_dir() / f"live-{live.pk}-{uuid.uuid4().hex}.part"
-        self.segments = [Segment(0, self.path)]
-        # Files dropped from the ring that a decoder has not read to the end yet.
-        self.retired: list[Segment] = []
+        super().__init__(Segment(0, self.path))
+        # Decoders run here (feeds), or in a worker reached through this link.
+        self.link = WorkerLink() if decoders_in_worker() else None
         self.file: IO[bytes] | None = None
         self.hash = hashlib.sha256()
         self.size = 0
@@ -338,7 +366,6 @@ class Recording:
         self.history: deque[tuple[float, int]] = deque(maxlen=20)
         self.finished = False
         self.source_packets: int | None = None
-        self.ended = False  # no more bytes: decoders read to the end of the file and exit
 
     # ---- life ---------------------------------------------------------------------------------
 
@@ -346,7 +373,8 @@ class Recording:
         layer = get_channel_layer()
         assert layer is not None
         self.file = open(self.path, "wb")  # noqa: SIM115 - closed in finish()
-        await self.add_feed("")
+        if self.link is None:
+            await self.add_feed("")
         self.control = await layer.new_channel(prefix="livecapture")
         self.live.control_channel = self.control
         await self.live.asave(update_fields=["control_channel"])
@@ -361,14 +389,18 @@ class Recording:
         async with self.lock:
             if display_filter in self.feeds:
                 return self.feeds[display_filter]
-            if self.ended:
-                raise NotAStream("the live capture has ended")
-            if len(self.feeds) > MAX_FILTERS:
-                raise NotAStream(f"at most {MAX_FILTERS} different display filters per live capture")
-            feed = Feed(self, display_filter)
+            self.check_new_filter(len(self.feeds))
+            feed = Feed(self, self.live.pk, display_filter)
             await feed.start()
             self.feeds[display_filter] = feed
             return feed
+
+    def check_new_filter(self, filters: int) -> None:
+        """Raise NotAStream if a decoder for one more display filter may not start."""
+        if self.ended:
+            raise NotAStream("the live capture has ended")
+        if filters > MAX_FILTERS:
+            raise NotAStream(f"at most {MAX_FILTERS} different display filters per live capture")
 
     async def feed(self, data: bytes) -> None:
         """Record received bytes: whole packets go to the file and the decoders; raise NotAStream."""
@@ -426,18 +458,14 @@ class Recording:
 
     def release(self) -> None:
         """Remove the files dropped from the ring that no decoder has still to read."""
-        reading = min((feed.number for feed in self.feeds.values()), default=self.segments[-1].number)
+        numbers = [feed.number for feed in self.feeds.values()]
+        if self.link is not None and self.link.channel:
+            numbers.append(self.link.reading)
+        reading = min(numbers, default=self.segments[-1].number)
         for segment in [segment for segment in self.retired if segment.number < reading or self.ended]:
             # A decoder still reading it keeps its open file: unlinking only drops the name.
             segment.path.unlink(missing_ok=True)
             self.retired.remove(segment)
-
-    def segment_from(self, number: int) -> Segment:
-        """Return the file of this number, or the oldest one left when it was removed."""
-        for segment in [*self.retired, *self.segments]:
-            if segment.number >= number:
-                return segment
-        return self.segments[-1]
 
     async def stored_file(self) -> StagedFile:
         """Return the file to store: the only one, or the ring's files joined into one."""
@@ -471,6 +499,8 @@ class Recording:
             except Exception:
                 # A decoder that failed loses rows of the live view, never packets of the file.
                 log.exception("decoder of live capture %s failed", self.live.pk)
+        if self.link is not None:
+            await self.wait_for_worker()
         for task in self.tasks:
             task.cancel()
         self.release()  # every retired file, now that the recording ended
@@ -521,7 +551,10 @@ class Recording:
             self.history.popleft()
         then, before = self.history[0]
         rate = (packets - before) / (now - then) if now - then > 0.05 else 0.0
-        decoded = self.feeds[""].last_number if "" in self.feeds else 0
+        if self.link is not None:
+            decoded = self.link.decoded.get("", 0)
+        else:
+            decoded = self.feeds[""].last_number if "" in self.feeds else 0
         return {
             "packets": packets,
             "decoded": decoded,
@@ -531,21 +564,14 @@ class Recording:
             "seconds": round(now - self.started, 1),
         }
 
-    async def send_group(self, message: dict[str, Any], group: str = "") -> None:
-        layer = get_channel_layer()
-        assert layer is not None
-        try:
-            await layer.group_send(group or group_name(self.live.pk), message)
-        except Exception:
-            log.warning("could not push to live capture %s", self.live.pk, exc_info=True)
+    async def send_group(self, message: dict[str, Any]) -> None:
+        await send_group(message, group_name(self.live.pk))
 
     async def push_pending(self) -> None:
         """Send the rows decoded since the last push, then the status, to the viewers."""
-        for feed in list(self.feeds.values()):
-            while feed.pending:
-                rows, feed.pending = feed.pending[:MAX_ROWS_PER_MESSAGE], feed.pending[MAX_ROWS_PER_MESSAGE:]
-                message = {"type": "live.rows", "filter": feed.display_filter, "rows": rows}
-                await self.send_group(message, feed.group)
+        await push_rows(self.feeds.values())
+        if self.link is not None:
+            await self.report_files()
         await self.send_group({"type": "live.status", "status": self.status()})
 
     async def push(self) -> None:
@@ -564,11 +590,16 @@ class Recording:
                 self.request_stop(str(message.get("reason", "stopped")))
             elif kind == "live.hello":
                 asyncio.create_task(self.welcome(str(message["reply_to"]), str(message.get("filter", ""))))
+            elif self.link is not None:
+                await self.hear_worker(message)
 
     async def welcome(self, reply_to: str, display_filter: str) -> None:
         """Send a new viewer (or one that changed its filter) the latest rows and the status."""
         layer = get_channel_layer()
         assert layer is not None
+        if self.link is not None:
+            await self.welcome_through_worker(reply_to, display_filter)
+            return
         try:
             feed = await self.add_feed(display_filter)
         except NotAStream as error:
@@ -579,6 +610,157 @@ class Recording:
         rows = recent[: max(0, len(recent) - len(feed.pending))]
         message = {"type": "live.snapshot", "filter": display_filter, "rows": rows, "status": self.status()}
         await layer.send(reply_to, message)
+
+    # ---- the worker decoding it (BACKGROUND_WORKER with REDIS_URL) ----------------------------
+
+    def files_message(self) -> dict[str, Any]:
+        """Where the files are, how far they are written, and whether more will come."""
+
+        def described(segments: list[Segment]) -> list[list[Any]]:
+            return [[segment.number, segment.path.name, segment.skip, segment.size] for segment in segments]
+
+        return {
+            "type": "live.files",
+            "segments": described(self.segments),
+            "retired": described(self.retired),
+            "ended": self.ended,
+        }
+
+    async def report_files(self) -> None:
+        """Tell the worker decoding the capture how far the files go; drop it if it went silent."""
+        link = self.link
+        assert link is not None
+        if link.silent():
+            log.warning("the worker decoding live capture %s went silent", self.live.pk)
+            link.channel = ""
+        if link.channel:
+            await self.send_worker(self.files_message())
+
+    async def send_worker(self, message: dict[str, Any]) -> None:
+        assert self.link is not None
+        layer = get_channel_layer()
+        assert layer is not None
+        try:
+            await layer.send(self.link.channel, message)
+        except Exception:
+            log.warning("could not reach the decoder of live capture %s", self.live.pk, exc_info=True)
+
+    async def hear_worker(self, message: dict[str, Any]) -> None:
+        """Take a message of the worker decoding the capture (explorer/livedecoding.py)."""
+        link = self.link
+        assert link is not None
+        kind = message.get("type")
+        if kind == "live.attach":
+            # The worker holds the capture's lease now: any earlier one lost it.
+            link.attach(str(message["decoder"]))
+            await self.send_worker({**self.files_message(), "filters": link.filters, "decoded": link.decoded})
+        elif not link.heard(message):
+            return  # from a worker that lost the capture
+        elif kind == "live.decoded":
+            link.decoded.update({str(key): int(value) for key, value in message["decoded"].items()})
+            link.reading = int(message["reading"])
+            self.release()
+        elif kind == "live.decoder_done":
+            link.done.set()
+
+    async def welcome_through_worker(self, reply_to: str, display_filter: str) -> None:
+        """Have the worker answer a new viewer, once the recording has taken its filter."""
+        link = self.link
+        assert link is not None
+        layer = get_channel_layer()
+        assert layer is not None
+        if display_filter not in link.filters:
+            try:
+                self.check_new_filter(len(link.filters))
+            except NotAStream as error:
+                await layer.send(reply_to, {"type": "live.refused", "message": error.message})
+                return
+            link.filters.append(display_filter)
+        message: dict[str, Any] = {"filter": display_filter, "status": self.status()}
+        if link.channel:
+            await self.send_worker({"type": "live.hello", "reply_to": reply_to, **message})
+        else:
+            # No worker holds the capture yet: its rows come with the pushes once one does.
+            await layer.send(reply_to, {"type": "live.snapshot", "rows": [], **message})
+
+    async def wait_for_worker(self) -> None:
+        """Give the workers time to decode the end of the files and push the last rows.
+
+        Once a worker has decoded the capture, the recording waits for one to finish, even if
+        that one died: the next worker takes over once its lease lapses. With no worker at all
+        (none runs), the capture is stored at once.
+        """
+        link = self.link
+        assert link is not None
+        deadline = time.monotonic() + DECODER_DRAIN_SECONDS
+        # The push task goes on telling the worker that the files ended, and drops a silent one.
+        while link.attached_once and not link.done.is_set():
+            if time.monotonic() > deadline:
+                log.warning("the worker decoding live capture %s did not finish", self.live.pk)
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.done.wait(), PUSH_INTERVAL)
+
+
+class WorkerLink:
+    """What a recording knows of the worker that decodes it (BACKGROUND_WORKER with REDIS_URL).
+
+    A worker that claimed the capture's lease in the database sends its channel ("live.attach").
+    The recording then tells it at every push how far the files go, and the worker reports the
+    last row it pushed for each filter ("live.decoded"). A worker unheard of for the lease's
+    length is dropped; the next one to claim the lease decodes the files from the start again,
+    pushing only the rows after those already pushed.
+    """
+
+    def __init__(self) -> None:
+        self.channel = ""
+        self.heard_at = 0.0
+        # Display filters viewers asked for, which every worker that takes over decodes.
+        self.filters: list[str] = [""]
+        self.decoded: dict[str, int] = {}
+        self.reading = 0  # the file number the worker's slowest decoder reads
+        self.done = asyncio.Event()  # the worker pushed the last rows, after the end
+        self.attached_once = False
+
+    def attach(self, channel: str) -> None:
+        self.channel = channel
+        self.attached_once = True
+        self.heard_at = time.monotonic()
+        self.done.clear()
+
+    def heard(self, message: dict[str, Any]) -> bool:
+        """Tell whether the message is from the current worker, noting that it was heard from."""
+        if not self.channel or message.get("decoder") != self.channel:
+            return False
+        self.heard_at = time.monotonic()
+        return True
+
+    def silent(self) -> bool:
+        lease = settings.LIVE_DECODER_LEASE_SECONDS
+        return bool(self.channel) and time.monotonic() - self.heard_at > lease
+
+
+def decoders_in_worker() -> bool:
+    """Tell whether workers decode live captures: only a channel layer shared with them reaches them."""
+    return bool(settings.BACKGROUND_WORKER and settings.REDIS_URL)
+
+
+async def push_rows(feeds: Iterable[Feed]) -> None:
+    """Send the rows the feeds decoded since the last push to their groups."""
+    for feed in list(feeds):
+        while feed.pending:
+            rows, feed.pending = feed.pending[:MAX_ROWS_PER_MESSAGE], feed.pending[MAX_ROWS_PER_MESSAGE:]
+            message = {"type": "live.rows", "filter": feed.display_filter, "rows": rows}
+            await send_group(message, feed.group)
+
+
+async def send_group(message: dict[str, Any], group: str) -> None:
+    layer = get_channel_layer()
+    assert layer is not None
+    try:
+        await layer.group_send(group, message)
+    except Exception:
+        log.warning("could not push to %s", group, exc_info=True)
 
 
 # Recordings running in this process, by live capture id.

@@ -235,6 +235,10 @@ class LiveCapture(models.Model):
     message = models.CharField(max_length=500, blank=True, help_text="Why it stopped, or failed.")
     # The channel-layer channel of the process recording it: stop and hello requests go there.
     control_channel = models.CharField(max_length=200, blank=True)
+    # With BACKGROUND_WORKER and REDIS_URL a worker decodes the packets for the viewers: the
+    # channel of the worker holding it, until when (renewed while it decodes).
+    decoder_channel = models.CharField(max_length=200, blank=True)
+    decoder_until = models.DateTimeField(null=True, blank=True)
     # Members of this team watch with the owner, and the stored capture is shared with them.
     team = models.ForeignKey(
         Group, null=True, blank=True, on_delete=models.SET_NULL, related_name="live_captures"

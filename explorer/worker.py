@@ -6,7 +6,8 @@ protocols are empty has no summary yet (an upload, or a key log attached since),
 server or worker loses nothing; the next worker to start picks the capture up. On PostgreSQL
 several workers share the work: each locks the capture it summarizes and the others skip it.
 Exports are rows of their own, claimed for a lease (explorer/exports.py), so an export whose
-worker died is run again by the next.
+worker died is run again by the next. With REDIS_URL too, live captures are decoded here, in a
+thread of their own (explorer/livedecoding.py), also under leases.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
 from . import annotations as notes
-from . import exports, housekeeping
+from . import exports, housekeeping, livecapture, livedecoding
 from .engine import summary as engine_summary
 from .engine.errors import EngineError
 from .engine.sessions import engine
@@ -62,6 +63,8 @@ def run(poll_seconds: float, once: bool = False) -> None:
     """Export and summarize captures as they come, exports first; with once, stop when none is left."""
     failed: set[int] = set()
     swept_at = -float("inf")
+    if livecapture.decoders_in_worker() and not once:
+        livedecoding.start_thread(poll_seconds)
     with asyncio.Runner() as runner:
         while True:
             started = time.monotonic()

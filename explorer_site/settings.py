@@ -195,6 +195,8 @@ BACKGROUND_WORKER = env_bool("BACKGROUND_WORKER", env_bool("SUMMARY_WORKER", Fal
 # How long an export's runner holds it without renewing: after a crash, the time before
 # another process runs it again.
 EXPORT_LEASE_SECONDS = env_int("EXPORT_LEASE_SECONDS", 60)
+# How long a worker decoding a live capture goes unheard before another one takes over.
+LIVE_DECODER_LEASE_SECONDS = env_int("LIVE_DECODER_LEASE_SECONDS", 10)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,263 @@
+"""Live captures decoded in the background worker (BACKGROUND_WORKER=1 with REDIS_URL).
+
+The server process that receives a live capture's packets then only records them
+(explorer/livecapture.py); a worker runs the tshark decoders and pushes the rows to the viewers.
+The queue is the live captures table: a running capture whose decoder lease is free, or has
+lapsed, waits for a worker. The worker that claims it sends the recording its channel
+("live.attach"). The recording answers with its files and the display filters viewers asked
+for, then tells the worker at every push how far the files go ("live.files"). The worker
+decodes them as they grow, one tshark per filter, and reports the last row it pushed.
+
+A worker that dies stops renewing its lease. The recording drops it, and the next worker to
+look decodes the files from the start again, pushing only the rows after those already pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+import threading
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from .livecapture import PUSH_INTERVAL, Feed, Files, Segment, push_rows
+from .models import LiveCapture
+from .uploads import staging_dir
+
+log = logging.getLogger(__name__)
+
+# A recording answers at once; this long without an answer, it is gone or badly stuck.
+ATTACH_TIMEOUT = 10.0
+# Recordings that never answered this often are left alone by this worker (their server died
+# and left them running in the table).
+MAX_UNANSWERED = 3
+
+
+class ReportedFiles(Files):
+    """A recording's files as the recording last reported them; it removes them itself."""
+
+    def __init__(self) -> None:
+        super().__init__(Segment(0, Path()))
+
+    def update(self, message: dict[str, Any]) -> None:
+        folder = staging_dir()
+
+        def segments(described: list[list[Any]]) -> list[Segment]:
+            # Only a name: the files are in this worker's own view of the shared capture folder.
+            return [
+                Segment(int(number), folder / Path(str(name)).name, int(skip), int(size))
+                for number, name, skip, size in described
+            ]
+
+        self.segments = segments(message["segments"])
+        self.retired = segments(message["retired"])
+        self.ended = bool(message["ended"])
+
+
+class Decoding:
+    """This worker decoding one live capture, from its claim until the recording ends or is lost."""
+
+    def __init__(self, live_id: int, control: str, channel: str) -> None:
+        self.live_id = live_id
+        self.control = control  # the recording's channel
+        self.channel = channel  # this decoding's channel, also its lease in the database
+        self.files = ReportedFiles()
+        self.feeds: dict[str, Feed] = {}
+        self.pushed: dict[str, int] = {}  # by the workers before this one
+        self.heard_at = time.monotonic()
+        self.ended = asyncio.Event()
+        self.lost = asyncio.Event()  # the lease went to another worker, or the recording went silent
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self) -> bool:
+        """Decode until the recording ends; return False if the recording never answered."""
+        layer = get_channel_layer()
+        assert layer is not None
+        await layer.send(self.control, {"type": "live.attach", "decoder": self.channel})
+        try:
+            async with asyncio.timeout(ATTACH_TIMEOUT):
+                while (state := await layer.receive(self.channel)).get("type") != "live.files":
+                    pass
+        except TimeoutError:
+            log.warning("the recording of live capture %s did not answer", self.live_id)
+            return False
+        self.files.update(state)
+        self.pushed = {str(key): int(value) for key, value in state["decoded"].items()}
+        try:
+            for display_filter in state["filters"]:
+                await self.add_feed(str(display_filter))
+            for work in (self.listen(), self.push(), self.keep_lease()):
+                self.tasks.add(asyncio.create_task(work))
+            if self.files.ended:
+                self.ended.set()
+            ended = asyncio.create_task(self.ended.wait())
+            lost = asyncio.create_task(self.lost.wait())
+            await asyncio.wait({ended, lost}, return_when=asyncio.FIRST_COMPLETED)
+            for waiting in (ended, lost):
+                waiting.cancel()
+            if not self.lost.is_set():
+                await self.finish()
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            for feed in self.feeds.values():
+                await feed.decoder.kill()
+        return True
+
+    async def add_feed(self, display_filter: str) -> Feed:
+        feed = self.feeds.get(display_filter)
+        if feed is None:
+            pushed = self.pushed.get(display_filter, 0)
+            feed = Feed(self.files, self.live_id, display_filter, pushed_through=pushed)
+            await feed.start()
+            self.feeds[display_filter] = feed
+        return feed
+
+    async def listen(self) -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        while True:
+            message = await layer.receive(self.channel)
+            self.heard_at = time.monotonic()
+            kind = message.get("type")
+            if kind == "live.files":
+                self.files.update(message)
+                for feed in self.feeds.values():
+                    feed.more.set()
+                if self.files.ended:
+                    self.ended.set()
+            elif kind == "live.hello":
+                welcome = self.welcome(str(message["reply_to"]), str(message["filter"]), message["status"])
+                task = asyncio.create_task(welcome)
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+
+    async def welcome(self, reply_to: str, display_filter: str, status: dict[str, Any]) -> None:
+        """Send a viewer the latest rows of its filter (the recording checked and sent the filter)."""
+        layer = get_channel_layer()
+        assert layer is not None
+        feed = await self.add_feed(display_filter)
+        # Rows still pending reach the viewer with the next push, through the group.
+        recent = list(feed.recent)
+        rows = recent[: max(0, len(recent) - len(feed.pending))]
+        message = {"type": "live.snapshot", "filter": display_filter, "rows": rows, "status": status}
+        await layer.send(reply_to, message)
+
+    async def push(self) -> None:
+        while True:
+            await asyncio.sleep(PUSH_INTERVAL)
+            await self.push_pending()
+
+    async def push_pending(self) -> None:
+        """Push the rows decoded since the last push, then tell the recording how far they go."""
+        await push_rows(self.feeds.values())
+        decoded = {key: max(feed.last_number, feed.pushed_through) for key, feed in self.feeds.items()}
+        reading = min((feed.number for feed in self.feeds.values()), default=0)
+        await self.tell_recording({"type": "live.decoded", "decoded": decoded, "reading": reading})
+
+    async def tell_recording(self, message: dict[str, Any]) -> None:
+        layer = get_channel_layer()
+        assert layer is not None
+        try:
+            await layer.send(self.control, {**message, "decoder": self.channel})
+        except Exception:
+            log.warning("could not reach the recording of live capture %s", self.live_id, exc_info=True)
+
+    async def keep_lease(self) -> None:
+        """Renew the lease while the recording is heard from; give up when either is lost."""
+        lease = settings.LIVE_DECODER_LEASE_SECONDS
+        while True:
+            await asyncio.sleep(lease / 3)
+            if time.monotonic() - self.heard_at > lease:
+                log.warning("the recording of live capture %s went silent", self.live_id)
+                break
+            renewed = await LiveCapture.objects.filter(
+                pk=self.live_id, decoder_channel=self.channel, state=LiveCapture.State.RUNNING
+            ).aupdate(decoder_until=timezone.now() + timedelta(seconds=lease))
+            if not renewed:
+                break  # another worker took it over, or the capture ended meanwhile
+        self.lost.set()
+
+    async def finish(self) -> None:
+        """Decode the rest of the files, push the last rows and tell the recording."""
+        for feed in self.feeds.values():
+            try:
+                await feed.finish()
+            except Exception:
+                log.exception("decoder of live capture %s failed", self.live_id)
+        await self.push_pending()
+        await self.tell_recording({"type": "live.decoder_done"})
+
+
+def claimable() -> Q:
+    """Running live captures no worker holds: new ones, and those whose worker let the lease lapse."""
+    lapsed = Q(decoder_until__isnull=True) | Q(decoder_until__lt=timezone.now())
+    return Q(state=LiveCapture.State.RUNNING) & ~Q(control_channel="") & lapsed
+
+
+async def claim_next(unanswered: dict[int, int]) -> Decoding | None:
+    """Claim the oldest live capture nobody decodes; None if there is none."""
+    layer = get_channel_layer()
+    assert layer is not None
+    given_up = [live_id for live_id, count in unanswered.items() if count >= MAX_UNANSWERED]
+    waiting = LiveCapture.objects.filter(claimable()).exclude(pk__in=given_up).order_by("pk")
+    async for live_id, control in waiting.values_list("pk", "control_channel"):
+        channel = await layer.new_channel(prefix="livedecoder")
+        lease = timedelta(seconds=settings.LIVE_DECODER_LEASE_SECONDS)
+        taken = await LiveCapture.objects.filter(claimable(), pk=live_id).aupdate(
+            decoder_channel=channel, decoder_until=timezone.now() + lease
+        )
+        if taken:
+            return Decoding(live_id, control, channel)
+    return None
+
+
+async def serve(poll_seconds: float) -> None:
+    """Claim live captures as they start, and decode each until it ends; forever."""
+    running: set[asyncio.Task[None]] = set()
+    unanswered: dict[int, int] = {}
+
+    async def decode(decoding: Decoding) -> None:
+        try:
+            if await decoding.run():
+                unanswered.pop(decoding.live_id, None)
+            else:
+                unanswered[decoding.live_id] = unanswered.get(decoding.live_id, 0) + 1
+        except Exception:
+            log.exception("decoding live capture %s failed", decoding.live_id)
+
+    while True:
+        try:
+            decoding = await claim_next(unanswered)
+        except Exception:
+            log.exception("could not look for live captures to decode")
+            decoding = None
+        if decoding is None:
+            await asyncio.sleep(poll_seconds)
+            continue
+        log.info("decoding live capture %s", decoding.live_id)
+        # Each in a context of its own: nothing of one decoding's database work is another's.
+        task = asyncio.create_task(decode(decoding), context=contextvars.Context())
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+
+def start_thread(poll_seconds: float) -> threading.Thread:
+    """Decode live captures beside the worker's other work, in a thread with its own event loop."""
+
+    def run() -> None:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(poll_seconds))
+
+    thread = threading.Thread(target=run, name="live-decoders", daemon=True)
+    thread.start()
+    return thread
