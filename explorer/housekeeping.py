@@ -7,6 +7,9 @@ this kind has not changed for ABANDONED_AFTER is removed by the worker (`manage.
 looks once an hour) or by `manage.py sweep_captures`.
 
 Live recordings (`live-*.part`) are left alone: an idle interface may write nothing for hours.
+
+Finished exports keep their file for an hour (explorer/engine/export.py) and their record, which
+says how the export ended, for EXPORT_RECORDS_KEPT_DAYS; the sweep removes older records.
 """
 
 from __future__ import annotations
@@ -14,22 +17,26 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
+from django.utils import timezone
 
-from .models import Capture
+from .models import Capture, ExportJob
 from .uploads import staging_dir
 
 log = logging.getLogger(__name__)
 
 ABANDONED_AFTER_SECONDS = 3600
+EXPORT_RECORDS_KEPT_DAYS = 7
 
 
 @dataclass
 class Swept:
     staging: list[str] = field(default_factory=list)
     unrecorded: list[str] = field(default_factory=list)
+    export_records: int = 0
 
 
 def sweep(older_than: float = ABANDONED_AFTER_SECONDS) -> Swept:
@@ -57,6 +64,8 @@ def sweep(older_than: float = ABANDONED_AFTER_SECONDS) -> Swept:
             len(swept.staging),
             len(swept.unrecorded),
         )
+    finished_before = timezone.now() - timedelta(days=EXPORT_RECORDS_KEPT_DAYS)
+    swept.export_records, _ = ExportJob.objects.filter(finished_at__lt=finished_before).delete()
     return swept
 
 

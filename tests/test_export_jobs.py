@@ -127,3 +127,30 @@ def test_an_export_whose_server_was_killed_runs_again_once_asked_about(
     exported = client.get(job["file_url"])
     assert exported.status_code == 200
     assert frames_in(exported.content, tmp_path) == len(tshark_numbers(path, SLOW_FILTER)) > 0
+
+
+def test_the_sweep_removes_the_records_of_exports_finished_a_week_ago(
+    restartable: Server, client: httpx.Client
+) -> None:
+    capture_id = stored(client, shared_capture("dns-udp.pcap"))
+    urls = []
+    for _ in range(2):
+        made = client.post(f"/api/captures/{capture_id}/exports", json={"filter": "dns"})
+        assert made.status_code == 202, made.text
+        assert wait_done(client, made.json()["url"])["state"] == "done"
+        urls.append(made.json()["url"])
+    old_id = int(urls[0].rstrip("/").rsplit("/", 1)[1])
+    aged = restartable.manage(
+        "shell",
+        "-c",
+        "from datetime import timedelta; from django.utils import timezone; "
+        "from explorer.models import ExportJob; "
+        f"ExportJob.objects.filter(pk={old_id}).update(finished_at=timezone.now() - timedelta(days=8))",
+    )
+    assert aged.returncode == 0, aged.stderr
+
+    swept = restartable.manage("sweep_captures")
+    assert swept.returncode == 0, swept.stderr
+    assert "1 export record(s) finished long ago" in swept.stdout.splitlines()
+    assert client.get(urls[0]).status_code == 404
+    assert client.get(urls[1]).json()["state"] == "done"

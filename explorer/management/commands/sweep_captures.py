@@ -12,7 +12,8 @@ from explorer import housekeeping
 class Command(BaseCommand):
     help = (
         "Remove staging files of uploads that were cut short, and capture files that no capture "
-        "names (a process died between storing the file and recording it), once unchanged for a while."
+        "names (a process died between storing the file and recording it), once unchanged for a while, "
+        f"and the records of exports finished over {housekeeping.EXPORT_RECORDS_KEPT_DAYS} days ago."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -29,3 +30,5 @@ class Command(BaseCommand):
             self.stdout.write(f"staging file {name}")
         for name in swept.unrecorded:
             self.stdout.write(f"capture file {name} (no capture names it)")
+        if swept.export_records:
+            self.stdout.write(f"{swept.export_records} export record(s) finished long ago")
