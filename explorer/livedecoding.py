@@ -72,6 +72,7 @@ class Decoding:
         self.channel = channel  # this decoding's channel, also its lease in the database
         self.files = ReportedFiles()
         self.feeds: dict[str, Feed] = {}
+        self.adding = asyncio.Lock()  # two viewers asking for one new filter start one decoder
         self.pushed: dict[str, int] = {}  # by the workers before this one
         self.heard_at = time.monotonic()
         self.ended = asyncio.Event()
@@ -114,13 +115,14 @@ class Decoding:
         return True
 
     async def add_feed(self, display_filter: str) -> Feed:
-        feed = self.feeds.get(display_filter)
-        if feed is None:
-            pushed = self.pushed.get(display_filter, 0)
-            feed = Feed(self.files, self.live_id, display_filter, pushed_through=pushed)
-            await feed.start()
-            self.feeds[display_filter] = feed
-        return feed
+        async with self.adding:
+            feed = self.feeds.get(display_filter)
+            if feed is None:
+                pushed = self.pushed.get(display_filter, 0)
+                feed = Feed(self.files, self.live_id, display_filter, pushed_through=pushed)
+                await feed.start()
+                self.feeds[display_filter] = feed
+            return feed
 
     async def listen(self) -> None:
         layer = get_channel_layer()
