@@ -143,6 +143,34 @@ async def test_a_new_filter_goes_to_the_session_with_fewer_filters(large_capture
     assert ran.filters_done == {"tcp.flags.reset == 1 && frame.len > 25"}
 
 
+@pytest.mark.slow
+async def test_a_new_filter_waits_for_the_standby_rather_than_hold_up_the_only_loaded_session(
+    large_capture: Path,
+) -> None:
+    sessions = engine().sessions(large_capture)
+    sessions.viewer_joined()
+    await sessions.wait_loaded()
+    [first] = sessions.processes
+    # A second viewer: the standby starts loading; meanwhile one viewer runs a new filter.
+    sessions.viewer_joined()
+    [standby] = [p for p in sessions.processes if p is not first]
+    assert not standby.loaded.is_set()
+    display_filter = "tcp.flags.reset == 1 && frame.len > 30"
+    new_filter = asyncio.create_task(packets.packets(large_capture, display_filter, 0, 100))
+    page = await packets.packets(large_capture, "", 90_000, 100)
+    assert page.packets[0].number == 90_001
+    # No whole pass on the loaded session until the standby can answer the others.
+    watched_loading = False
+    while not new_filter.done():
+        if not standby.loaded.is_set():
+            watched_loading = True
+            assert first.slow_pending == 0 and not first.filters_done
+        await asyncio.sleep(0.005)
+    filtered = await new_filter
+    assert watched_loading
+    assert filtered.displayed == len(tshark_numbers(large_capture, display_filter))
+
+
 async def test_viewers_asking_at_once_for_a_new_filter_count_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
     path = shared_capture("http_google.pcapng")
     sessions = engine().sessions(path)

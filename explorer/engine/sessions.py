@@ -195,20 +195,25 @@ class CaptureSessions(PageMemory):
             "on other captures; try again in a moment"
         )
 
-    async def _acquire(self, filter_text: str | None) -> SharkdProcess:
+    async def _acquire(self, filter_text: str | None, slow: bool) -> SharkdProcess:
         """Pick a process for a request, starting one when none can serve soon; the caller unreserves it."""
-        process = await self._choose(filter_text)
+        process = await self._choose(filter_text, slow)
         process.reserved += 1
         return process
 
-    async def _choose(self, filter_text: str | None) -> SharkdProcess:
+    async def _choose(self, filter_text: str | None, slow: bool) -> SharkdProcess:
         self.waiting += 1
         try:
-            return await self._choose_waiting(filter_text)
+            return await self._choose_waiting(filter_text, slow)
         finally:
             self.waiting -= 1
 
-    async def _choose_waiting(self, filter_text: str | None) -> SharkdProcess:
+    def _standby_loading(self, ready: list[SharkdProcess]) -> bool:
+        """Tell whether several viewers share the only loaded session while another one loads."""
+        loading = any(not p.loaded.is_set() for p in self.processes)
+        return len(ready) == 1 and loading and self.viewers > 1
+
+    async def _choose_waiting(self, filter_text: str | None, slow: bool) -> SharkdProcess:
         deadline = time.monotonic() + settings.ENGINE_BUSY_WAIT_SECONDS
         async with self.changed:
             while True:
@@ -220,7 +225,6 @@ class CaptureSessions(PageMemory):
                 if not self.processes and not self._start_needed() and time.monotonic() > deadline:
                     raise self._busy()
                 ready = [p for p in self.processes if p.loaded.is_set() and p.alive]
-                idle = [p for p in ready if p.pending == 0]
                 if filter_text is not None:
                     # Where the filter ran before, its matches are cached: waiting there, even
                     # behind another filter, costs its requester no more than re-dissecting the
@@ -229,30 +233,43 @@ class CaptureSessions(PageMemory):
                     having = [p for p in ready if filter_text in p.filters_done]
                     if having:
                         return min(having, key=lambda p: (p.slow_pending, p.pending))
-                # A filter no session has run takes one for a whole pass: take the one whose
-                # cached filters the others' pages need least.
-                fewest_filters = filter_text is not None
-                if idle:
-                    return min(idle, key=lambda p: len(p.filters_done)) if fewest_filters else idle[0]
-                # Every ready process is busy. Fast work may queue behind fast work,
-                # but not behind a re-dissection of the whole capture.
-                fast_busy = [p for p in ready if p.slow_pending == 0]
-                if fast_busy:
-                    if fewest_filters:
-                        return min(fast_busy, key=lambda p: (len(p.filters_done), p.pending))
-                    return min(fast_busy, key=lambda p: p.pending)
-                loading = [p for p in self.processes if not p.loaded.is_set()]
-                if not loading and ready and len(self.processes) < self.max_processes:
-                    if not self._has_room(needed=False):
-                        return min(ready, key=lambda p: p.slow_pending)
-                    self._spawn()
-                elif not loading and ready:
-                    return min(ready, key=lambda p: p.slow_pending)
+                new_filter = filter_text is not None
+                # A whole pass on the only loaded session would hold every viewer's pages and
+                # details for its length: it waits for the standby instead (a capture a team
+                # has just opened, or a standby restarted).
+                waits = (slow or new_filter) and self._standby_loading(ready) and time.monotonic() < deadline
+                if not waits:
+                    chosen = self._ready_for(ready, new_filter)
+                    if chosen is not None:
+                        return chosen
                 # Also wake up now and then: a process that dies on its own notifies nobody.
                 try:
                     await asyncio.wait_for(self.changed.wait(), 0.5)
                 except TimeoutError:
                     pass
+
+    def _ready_for(self, ready: list[SharkdProcess], new_filter: bool) -> SharkdProcess | None:
+        """Return the loaded process to send a request to; None: wait (for one to load)."""
+        # A filter no session has run takes one for a whole pass: take the one whose cached
+        # filters the others' pages need least.
+        idle = [p for p in ready if p.pending == 0]
+        if idle:
+            return min(idle, key=lambda p: len(p.filters_done)) if new_filter else idle[0]
+        # Every ready process is busy. Fast work may queue behind fast work,
+        # but not behind a re-dissection of the whole capture.
+        fast_busy = [p for p in ready if p.slow_pending == 0]
+        if fast_busy:
+            if new_filter:
+                return min(fast_busy, key=lambda p: (len(p.filters_done), p.pending))
+            return min(fast_busy, key=lambda p: p.pending)
+        loading = [p for p in self.processes if not p.loaded.is_set()]
+        if not loading and ready and len(self.processes) < self.max_processes:
+            if not self._has_room(needed=False):
+                return min(ready, key=lambda p: p.slow_pending)
+            self._spawn()
+        elif not loading and ready:
+            return min(ready, key=lambda p: p.slow_pending)
+        return None
 
     async def call(
         self,
@@ -267,12 +284,12 @@ class CaptureSessions(PageMemory):
         `slow`: the request walks every frame, so fast work should not queue behind it.
         """
         timeout = settings.ENGINE_REQUEST_TIMEOUT
+        slow = slow or method in ("tap", "follow", "iograph")
         for attempt in (1, 2):
-            process = await self._acquire(filter_text)
+            process = await self._acquire(filter_text, slow)
             # Slow for this session: a filter it has not run re-dissects every frame, here
             # even if another session has run it.
-            whole_pass = slow or method in ("tap", "follow", "iograph")
-            whole_pass = whole_pass or (filter_text is not None and filter_text not in process.filters_done)
+            whole_pass = slow or (filter_text is not None and filter_text not in process.filters_done)
             try:
                 result = await asyncio.wait_for(process.request(method, params, slow=whole_pass), timeout)
             except TimeoutError as error:
