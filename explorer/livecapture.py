@@ -8,6 +8,10 @@ capture, so that viewers connected to any server process (through Redis) see the
 for it (stop, "hello" from a new viewer, a display filter) reach it on its own channel, whose
 name is kept in the database.
 
+With BACKGROUND_WORKER and REDIS_URL the decoders run in a worker instead, which reads the
+same files as they grow and pushes the rows (explorer/livedecoding.py); the recording then
+tells it how far the files go.
+
 When the packets end (stop, a limit, the sender gone) the file, cut after the last whole
 packet, is stored as an ordinary capture.
 """
@@ -15,7 +19,6 @@ packet, is stored as an ordinary capture.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import contextvars
 import hashlib
 import logging
@@ -361,7 +364,8 @@ class Recording(Files):
         self.stop_requested = asyncio.Event()
         self.stop_reason = ""
         self.control = ""
-        self.tasks: list[asyncio.Task[None]] = []
+        self.listener: asyncio.Task[None] | None = None
+        self.pusher: asyncio.Task[None] | None = None
         # (monotonic time, packets) of the last seconds, for the rate
         self.history: deque[tuple[float, int]] = deque(maxlen=20)
         self.finished = False
@@ -378,10 +382,8 @@ class Recording(Files):
         self.control = await layer.new_channel(prefix="livecapture")
         self.live.control_channel = self.control
         await self.live.asave(update_fields=["control_channel"])
-        self.tasks = [
-            asyncio.create_task(self.listen(), context=contextvars.Context()),
-            asyncio.create_task(self.push(), context=contextvars.Context()),
-        ]
+        self.listener = asyncio.create_task(self.listen(), context=contextvars.Context())
+        self.pusher = asyncio.create_task(self.push(), context=contextvars.Context())
         RECORDINGS[self.live.pk] = self
 
     async def add_feed(self, display_filter: str) -> Feed:
@@ -501,8 +503,10 @@ class Recording(Files):
                 log.exception("decoder of live capture %s failed", self.live.pk)
         if self.link is not None:
             await self.wait_for_worker()
-        for task in self.tasks:
-            task.cancel()
+        if self.pusher is not None:
+            self.pusher.cancel()
+        if self.listener is not None:
+            await stop_listening(self.listener, self.control)
         self.release()  # every retired file, now that the recording ended
         await self.push_pending()
         if self.file is not None:
@@ -586,6 +590,8 @@ class Recording(Files):
         while True:
             message = await layer.receive(self.control)
             kind = message.get("type")
+            if kind == CLOSED:
+                return
             if kind == "live.stop":
                 self.request_stop(str(message.get("reason", "stopped")))
             elif kind == "live.hello":
@@ -692,14 +698,14 @@ class Recording(Files):
         """
         link = self.link
         assert link is not None
-        deadline = time.monotonic() + DECODER_DRAIN_SECONDS
-        # The push task goes on telling the worker that the files ended, and drops a silent one.
-        while link.attached_once and not link.done.is_set():
-            if time.monotonic() > deadline:
-                log.warning("the worker decoding live capture %s did not finish", self.live.pk)
-                return
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(link.done.wait(), PUSH_INTERVAL)
+        if not link.attached_once:
+            return
+        # Meanwhile the push task goes on telling the worker that the files ended, and drops
+        # a silent one for the next to take over.
+        try:
+            await asyncio.wait_for(link.done.wait(), DECODER_DRAIN_SECONDS)
+        except TimeoutError:
+            log.warning("no worker finished decoding live capture %s", self.live.pk)
 
 
 class WorkerLink:
@@ -743,6 +749,28 @@ class WorkerLink:
 def decoders_in_worker() -> bool:
     """Tell whether workers decode live captures: only a channel layer shared with them reaches them."""
     return bool(settings.BACKGROUND_WORKER and settings.REDIS_URL)
+
+
+# Sent by a listener's owner to the listener's own channel to end it (see stop_listening).
+CLOSED = "live.closed"
+LISTENER_CLOSE_SECONDS = 5
+
+
+async def stop_listening(listener: asyncio.Task[None], channel: str) -> None:
+    """End a task that receives on a channel of this process by a message, not by cancelling it.
+
+    channels_redis receives the messages of all of a process's channels in whichever task is
+    waiting; cancelled in the middle of that, it can hold up or lose the messages of the
+    others (every viewer's websocket of the process).
+    """
+    layer = get_channel_layer()
+    assert layer is not None
+    try:
+        await layer.send(channel, {"type": CLOSED})
+        await asyncio.wait_for(asyncio.shield(listener), LISTENER_CLOSE_SECONDS)
+    except Exception:
+        log.warning("a listener on %s did not stop when told", channel, exc_info=True)
+        listener.cancel()
 
 
 async def push_rows(feeds: Iterable[Feed]) -> None:

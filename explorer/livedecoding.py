@@ -29,7 +29,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .livecapture import PUSH_INTERVAL, Feed, Files, Segment, push_rows
+from .livecapture import CLOSED, PUSH_INTERVAL, Feed, Files, Segment, push_rows, stop_listening
 from .models import LiveCapture
 from .uploads import staging_dir
 
@@ -75,6 +75,7 @@ class Decoding:
         self.adding = asyncio.Lock()  # two viewers asking for one new filter start one decoder
         self.pushed: dict[str, int] = {}  # by the workers before this one
         self.heard_at = time.monotonic()
+        self.attached: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.ended = asyncio.Event()
         self.lost = asyncio.Event()  # the lease went to another worker, or the recording went silent
         self.tasks: set[asyncio.Task[None]] = set()
@@ -83,23 +84,18 @@ class Decoding:
         """Decode until the recording ends; return False if the recording never answered."""
         layer = get_channel_layer()
         assert layer is not None
-        await layer.send(self.control, {"type": "live.attach", "decoder": self.channel})
+        listener = asyncio.create_task(self.listen())
         try:
-            async with asyncio.timeout(ATTACH_TIMEOUT):
-                while (state := await layer.receive(self.channel)).get("type") != "live.files":
-                    pass
-        except TimeoutError:
-            log.warning("the recording of live capture %s did not answer", self.live_id)
-            return False
-        self.files.update(state)
-        self.pushed = {str(key): int(value) for key, value in state["decoded"].items()}
-        try:
+            await layer.send(self.control, {"type": "live.attach", "decoder": self.channel})
+            try:
+                state = await asyncio.wait_for(asyncio.shield(self.attached), ATTACH_TIMEOUT)
+            except TimeoutError:
+                log.warning("the recording of live capture %s did not answer", self.live_id)
+                return False
             for display_filter in state["filters"]:
                 await self.add_feed(str(display_filter))
-            for work in (self.listen(), self.push(), self.keep_lease()):
+            for work in (self.push(), self.keep_lease()):
                 self.tasks.add(asyncio.create_task(work))
-            if self.files.ended:
-                self.ended.set()
             ended = asyncio.create_task(self.ended.wait())
             lost = asyncio.create_task(self.lost.wait())
             await asyncio.wait({ended, lost}, return_when=asyncio.FIRST_COMPLETED)
@@ -110,6 +106,7 @@ class Decoding:
         finally:
             for task in self.tasks:
                 task.cancel()
+            await stop_listening(listener, self.channel)
             for feed in self.feeds.values():
                 await feed.decoder.kill()
         return True
@@ -131,8 +128,14 @@ class Decoding:
             message = await layer.receive(self.channel)
             self.heard_at = time.monotonic()
             kind = message.get("type")
+            if kind == CLOSED:
+                return
             if kind == "live.files":
                 self.files.update(message)
+                if not self.attached.done():
+                    # The recording's answer to live.attach, with what earlier workers did.
+                    self.pushed = {str(key): int(value) for key, value in message["decoded"].items()}
+                    self.attached.set_result(message)
                 for feed in self.feeds.values():
                     feed.more.set()
                 if self.files.ended:
