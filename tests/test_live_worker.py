@@ -224,7 +224,12 @@ async def test_a_worker_decodes_a_ring_buffer_of_a_server_interface_and_lets_its
         viewer = Viewer(ws, "")
         await viewer.wait_for(lambda: viewer.last_status().get("seconds", 0) > 0, "the status")
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_server}") as web:
-            for index in range(80):
+            # Less than a file of the ring, until the worker decodes: files dropped from the
+            # ring before a worker takes the capture are not shown live.
+            for index in range(5):
+                await web.get(f"/page{index}.txt")
+            await viewer.wait_for(lambda: viewer.last_status().get("decoded", 0) > 0, "a worker decoding")
+            for index in range(5, 80):
                 await web.get(f"/page{index % 50}.txt")
         await viewer.wait_for(lambda: viewer.last_status().get("behind", 1) == 0, "all decoded")
         await asyncio.to_thread(live_capture.post_form, client, f"/live/{live_id}/stop/")
