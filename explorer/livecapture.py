@@ -633,13 +633,15 @@ class Recording(Files):
         }
 
     async def report_files(self) -> None:
-        """Tell the worker decoding the capture how far the files go; drop it if it went silent."""
+        """Tell the worker decoding the capture how far the files go, while it is heard from.
+
+        A silent worker is not dropped: it may only be slow (a loaded machine), and it keeps
+        the files it still has to read. If it died, the next worker to claim the lapsed lease
+        attaches in its place and starts from those files.
+        """
         link = self.link
         assert link is not None
-        if link.silent():
-            log.warning("the worker decoding live capture %s went silent", self.live.pk)
-            link.channel = ""
-        if link.channel:
+        if link.channel and not link.silent():
             await self.send_worker(self.files_message())
 
     async def send_worker(self, message: dict[str, Any]) -> None:
@@ -714,8 +716,9 @@ class WorkerLink:
     A worker that claimed the capture's lease in the database sends its channel ("live.attach").
     The recording then tells it at every push how far the files go, and the worker reports the
     last row it pushed for each filter ("live.decoded"). A worker unheard of for the lease's
-    length is dropped; the next one to claim the lease decodes the files from the start again,
-    pushing only the rows after those already pushed.
+    length is sent no more reports until heard again; the next one to claim the lapsed lease
+    takes its place, decodes the files from the start again and pushes only the rows after
+    those already pushed.
     """
 
     def __init__(self) -> None:

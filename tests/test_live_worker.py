@@ -29,7 +29,7 @@ from .test_worker import worker_command
 
 pytestmark = [pytest.mark.services, pytest.mark.engine]
 
-LEASE_SECONDS = 2
+LEASE_SECONDS = 4
 FILTER = "http.request"
 STAFF = "worker-staff"
 
