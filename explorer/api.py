@@ -32,6 +32,7 @@ from .engine import export as engine_export
 from .engine import flows as engine_flows
 from .engine import follow as engine_follow
 from .engine import iograph as engine_iograph
+from .engine import jsoncodec
 from .engine import packets as engine_packets
 from .engine import stats as engine_stats
 from .engine import tables as engine_tables
@@ -412,10 +413,10 @@ def as_built(answer: dict[str, Any]) -> HttpResponse:
 
     The packet list and details are the requests every viewer makes all the time: validating
     their rows or tree against the schema took a quarter of the server's time for them, and
-    copying them into dicts (dataclasses.asdict) another twentieth. The encoder reads each
-    dataclass's own attributes instead (`vars`): plain fields, no slots.
+    copying them into dicts (dataclasses.asdict) another twentieth. The codec encodes the
+    dataclasses as they are.
     """
-    return HttpResponse(json.dumps(answer, default=vars), content_type="application/json")
+    return HttpResponse(jsoncodec.dumps(answer), content_type="application/json")
 
 
 @api.get(

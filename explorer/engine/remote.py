@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable
@@ -62,7 +61,7 @@ class ServiceConnection:
                 else:
                     reader, writer = await asyncio.open_connection(*where, limit=wire.LINE_LIMIT)
                 writer.write(wire.encode({"hello": wire.service_key()}))
-                welcome = json.loads(await reader.readline() or b"{}")
+                welcome = wire.decode(await reader.readline() or b"{}")
             except (OSError, ValueError) as error:
                 raise self._unreachable(error) from error
             if "error" in welcome:
@@ -84,7 +83,7 @@ class ServiceConnection:
         reason: object = "the connection closed"
         try:
             while line := await reader.readline():
-                message = json.loads(line)
+                message = wire.decode(line)
                 number = message.get("id")
                 if "progress" in message:
                     callback = self.progress.get(number)

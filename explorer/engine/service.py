@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
 import os
 import signal
@@ -50,7 +49,7 @@ class Connection:
             if not await self._welcome():
                 return
             while line := await self.reader.readline():
-                task = asyncio.create_task(self._answer(json.loads(line)))
+                task = asyncio.create_task(self._answer(wire.decode(line)))
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
         except (ConnectionError, asyncio.IncompleteReadError, ValueError) as error:
@@ -65,7 +64,7 @@ class Connection:
             self.writer.close()
 
     async def _welcome(self) -> bool:
-        hello = json.loads(await self.reader.readline() or b"{}")
+        hello = wire.decode(await self.reader.readline() or b"{}")
         if not hmac.compare_digest(str(hello.get("hello", "")), wire.service_key()):
             log.warning("refused an engine client without this deployment's key")
             await self.send({"id": 0, "error": {"kind": "EngineError", "message": "wrong engine key"}})

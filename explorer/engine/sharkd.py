@@ -15,7 +15,7 @@ from typing import Any
 
 from django.conf import settings
 
-from . import commands
+from . import commands, jsoncodec
 from .errors import EngineCrashed, EngineError, RequestTooLong
 from .keylog import keylog_for
 
@@ -209,8 +209,8 @@ class SharkdProcess:
                     break
                 try:
                     # sharkd copies bytes of damaged packets into its strings as they are,
-                    # which need not be UTF-8.
-                    response = json.loads(line.decode(errors="replace"))
+                    # which need not be UTF-8: the codec reads those as U+FFFD.
+                    response = jsoncodec.loads(line)
                 except ValueError:
                     # A tap that fails can print outside the JSON framing; skip such lines,
                     # but do not leave waiting a request whose answer this line was.

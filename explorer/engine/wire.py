@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from django.conf import settings
 
+from . import jsoncodec
 from .errors import EngineCrashed, EngineError, NotACapture, RequestTooLong
 from .sessions import EngineBusy
 from .sharkd import EngineOutOfMemory, EngineTimeout
@@ -55,7 +55,12 @@ def address(url: str) -> tuple[str, int] | str:
 
 
 def encode(message: dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\n"
+    return jsoncodec.dumps(message) + b"\n"
+
+
+def decode(line: bytes) -> Any:
+    """Return the message of one line; raise ValueError if it is not JSON."""
+    return jsoncodec.loads(line)
 
 
 def error_message(error: EngineError) -> dict[str, str]:
