@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AnonymousUser
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
@@ -19,10 +20,12 @@ from django.http import Http404, HttpRequest
 from django.utils import timezone
 
 from .models import Capture, ShareLink, Visibility
+from .prepared import PreparedQuery
 
 Need = Literal["read", "write", "manage"]
 # Session key: ids of the share links this browser has opened.
 OPENED_LINKS = "opened_share_links"
+User = get_user_model()
 # Set by capture_for on the capture it read: {user pk: whether that user is in its team}, read
 # with the capture in one query instead of a second one.
 TEAM_MEMBERSHIP = "_team_membership"
@@ -94,23 +97,37 @@ async def rights(request: HttpRequest, capture: Capture) -> Rights:
     return await rights_of(await user_of(request), getattr(request, "session", None), capture)
 
 
+def _capture_with_membership(capture_id: int, user_id: int) -> QuerySet[Capture]:
+    member = User.groups.through.objects.filter(user_id=user_id, group_id=OuterRef("team_id"))
+    return Capture.objects.filter(pk=capture_id).annotate(requester_in_team=Exists(member))
+
+
+# Every page, packet and API request of a capture looks it up: built once (explorer/prepared.py).
+CAPTURE = PreparedQuery(Capture, lambda capture_id: Capture.objects.filter(pk=capture_id), 1)
+# With whether the requester is in the capture's team, for the access rules, in the same query.
+CAPTURE_WITH_MEMBERSHIP = PreparedQuery(Capture, _capture_with_membership, 2)
+# The keys a 64-bit integer column can hold: the ORM answers "none" past them on its own.
+MIN_KEY, MAX_KEY = -(2**63), 2**63 - 1
+
+
 async def capture_for(request: HttpRequest, capture_id: int, need: Need = "read") -> Capture:
     """Return the capture if the requester may do what `need` says, else raise.
 
     Http404 when the requester may not even read it (its existence stays private),
     PermissionDenied when they may read it but not do this.
     """
+    if not MIN_KEY <= capture_id <= MAX_KEY:
+        raise Http404("no such capture")  # a database refuses to compare such a number
     user = await user_of(request)
-    captures = Capture.objects.filter(pk=capture_id)
     if user.is_authenticated:
-        member = user.groups.through.objects.filter(user_id=user.pk, group_id=OuterRef("team_id"))
-        captures = captures.annotate(requester_in_team=Exists(member))
-    try:
-        capture = await captures.aget()
-    except Capture.DoesNotExist as error:
-        raise Http404("no such capture") from error
+        capture = await CAPTURE_WITH_MEMBERSHIP.first(capture_id, user.pk)
+    else:
+        capture = await CAPTURE.first(capture_id)
+    if capture is None:
+        raise Http404("no such capture")
     if user.is_authenticated:
-        setattr(capture, TEAM_MEMBERSHIP, {user.pk: capture.requester_in_team})  # type: ignore[attr-defined]
+        in_team = capture.requester_in_team  # type: ignore[attr-defined]
+        setattr(capture, TEAM_MEMBERSHIP, {user.pk: bool(in_team)})
     allowed = await rights_of(user, getattr(request, "session", None), capture)
     if not allowed.read:
         raise Http404("no such capture")

@@ -171,10 +171,11 @@ def test_delete_removes_the_row_and_the_file(api: httpx.Client, server: Server) 
     ],
 )
 def test_unknown_capture_ids_get_a_json_404(api: httpx.Client, method: str, route: str) -> None:
-    response = api.request(method, f"/api/captures/{UNKNOWN_ID}{route}")
-    assert response.status_code == 404
-    assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == {"error": "no such capture"}
+    for ident in (UNKNOWN_ID, -UNKNOWN_ID, 2**63, 10**30):
+        response = api.request(method, f"/api/captures/{ident}{route}")
+        assert response.status_code == 404, ident
+        assert response.headers["content-type"].startswith("application/json")
+        assert response.json() == {"error": "no such capture"}
 
 
 @pytest.mark.parametrize("display_filter", ["", "tcp", "dns"])
