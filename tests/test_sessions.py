@@ -13,9 +13,10 @@ from typing import Any
 
 import pytest
 
-from explorer.engine import packets
+from explorer.engine import packets, sharkd
 from explorer.engine.errors import EngineCrashed, EngineError
 from explorer.engine.sessions import CaptureSessions, engine
+from explorer.engine.sharkd import SharkdProcess
 
 from .conftest import shared_capture, tshark_numbers
 
@@ -169,6 +170,56 @@ async def test_a_new_filter_waits_for_the_standby_rather_than_hold_up_the_only_l
     filtered = await new_filter
     assert watched_loading
     assert filtered.displayed == len(tshark_numbers(large_capture, display_filter))
+
+
+async def standby_niceness_while_loading(path: Path) -> tuple[int, int, SharkdProcess]:
+    """Open the capture as two viewers; return the niceness of both sessions while the standby loads."""
+    sessions = engine().sessions(path)
+    sessions.viewer_joined()
+    await sessions.wait_loaded()
+    [first] = sessions.processes
+    sessions.viewer_joined()
+    [standby] = [p for p in sessions.processes if p is not first]
+    while standby.pid is None:
+        await asyncio.sleep(0.001)
+    loading = os.getpriority(os.PRIO_PROCESS, standby.pid)
+    assert not standby.loaded.is_set(), "the standby loaded before its priority was read"
+    assert first.pid is not None
+    return os.getpriority(os.PRIO_PROCESS, first.pid), loading, standby
+
+
+@pytest.mark.slow
+async def test_a_standby_loads_at_a_lower_priority_then_serves_at_the_servers(large_capture: Path) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    serving, loading, standby = await standby_niceness_while_loading(large_capture)
+    assert (serving, loading) == (own, own + sharkd.BACKGROUND_NICENESS)
+    await standby.loaded.wait()
+    assert standby.alive and standby.pid is not None
+    assert os.getpriority(os.PRIO_PROCESS, standby.pid) == own
+
+
+@pytest.mark.slow
+async def test_without_the_right_to_raise_it_a_standby_keeps_the_lower_priority(
+    large_capture: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    refused: list[int] = []
+    allowed = os.setpriority
+
+    def set_priority(which: int, pid: int, niceness: int) -> None:
+        if niceness < os.getpriority(which, pid):
+            refused.append(pid)
+            raise PermissionError(1, "Operation not permitted")
+        allowed(which, pid, niceness)
+
+    monkeypatch.setattr(sharkd.os, "setpriority", set_priority, raising=True)
+    monkeypatch.setattr(sharkd, "_may_raise_priority", True)
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    _, loading, standby = await standby_niceness_while_loading(large_capture)
+    await standby.loaded.wait()
+    assert standby.alive and standby.pid is not None
+    assert os.getpriority(os.PRIO_PROCESS, standby.pid) == loading == own + sharkd.BACKGROUND_NICENESS
+    assert refused == [standby.pid]
+    assert await packets.detail(large_capture, 5)
 
 
 async def test_viewers_asking_at_once_for_a_new_filter_count_it_once(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -110,12 +110,15 @@ class CaptureSessions(PageMemory):
             self._spawn()
 
     def viewer_joined(self) -> None:
-        """Count a viewer; with more than one, keep a standby session loaded for fast work."""
+        """Count a viewer; with more than one, keep a standby session loaded for fast work.
+
+        Nobody waits for a standby: it loads at a lower priority than the sessions serving.
+        """
         self.viewers += 1
         while self.viewers > 1 and len(self.processes) < min(2, self.max_processes):
             if not self._has_room(needed=False):
                 break
-            self._spawn()
+            self._spawn(background=bool(self.processes))
 
     def _has_room(self, needed: bool) -> bool:
         return self.room is None or self.room(self, needed)
@@ -154,8 +157,8 @@ class CaptureSessions(PageMemory):
         loaded = sum(p.loaded.is_set() and p.alive for p in self.processes)
         return SessionState(loaded, len(self.processes))
 
-    def _spawn(self) -> SharkdProcess:
-        process = SharkdProcess(self.path)
+    def _spawn(self, background: bool = False) -> SharkdProcess:
+        process = SharkdProcess(self.path, background)
         self.processes.append(process)
 
         async def start() -> None:

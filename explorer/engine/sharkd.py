@@ -39,6 +39,12 @@ OUT_OF_MEMORY = re.compile(
 )
 
 
+# How much lower than the server's own the priority of a session loading in the background
+# (a standby) is: loading a large capture keeps a core busy for tens of seconds, and while the
+# cores are short the pages and details of everyone already viewing go first.
+BACKGROUND_NICENESS = 10
+
+
 class EngineOutOfMemory(EngineCrashed):
     """The engine needed more memory than ENGINE_MEMORY_MB allows it."""
 
@@ -58,11 +64,17 @@ def _ended(code: int | None) -> str:
     return f"exit status {code}"
 
 
+# Cleared when the system refuses to raise a session's priority back (see _set_niceness).
+_may_raise_priority = True
+
+
 class SharkdProcess:
     """A sharkd session: one process, one capture, requests answered in order."""
 
-    def __init__(self, capture_path: Path | None) -> None:
+    def __init__(self, capture_path: Path | None, background: bool = False) -> None:
         self.capture_path = capture_path
+        # Loaded at a lower priority (BACKGROUND_NICENESS), raised back once loaded.
+        self.background = background
         self.process: asyncio.subprocess.Process | None = None
         self.loaded = asyncio.Event()
         self.load_error: EngineError | None = None
@@ -105,9 +117,14 @@ class SharkdProcess:
         if self.capture_path is None:
             self.loaded.set()
             return
+        own_niceness = os.getpriority(os.PRIO_PROCESS, 0)
+        if self.background:
+            self._set_niceness(own_niceness + BACKGROUND_NICENESS)
         timeout = settings.ENGINE_REQUEST_TIMEOUT
         try:
             await asyncio.wait_for(self._load(self.capture_path), timeout)
+            if self.background:
+                self._set_niceness(own_niceness)
         except TimeoutError as error:
             self.load_error = EngineTimeout(
                 f"the engine did not finish loading the capture within {timeout} s"
@@ -126,6 +143,26 @@ class SharkdProcess:
             raise
         finally:
             self.loaded.set()
+
+    def _set_niceness(self, niceness: int) -> None:
+        global _may_raise_priority
+        if self.pid is None or (niceness < self._niceness() and not _may_raise_priority):
+            return
+        try:
+            os.setpriority(os.PRIO_PROCESS, self.pid, niceness)
+        except PermissionError:
+            # Raising a priority takes CAP_SYS_NICE: without it a standby keeps the lower one,
+            # which still serves while the cores have time to spare.
+            log.info("sessions loaded in the background keep a lower priority: no CAP_SYS_NICE")
+            _may_raise_priority = False
+        except ProcessLookupError:
+            pass
+
+    def _niceness(self) -> int:
+        try:
+            return os.getpriority(os.PRIO_PROCESS, self.pid or 0)
+        except ProcessLookupError:
+            return 0
 
     async def _load(self, path: Path) -> None:
         keylog = keylog_for(path)
