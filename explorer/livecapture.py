@@ -458,13 +458,18 @@ class Recording(Files):
             self.retired.append(self.segments.pop(0))
         self.release()
 
-    def release(self) -> None:
-        """Remove the files dropped from the ring that no decoder has still to read."""
+    def release(self, everything: bool = False) -> None:
+        """Remove the files dropped from the ring that no decoder has still to read (every one
+        with everything: once the decoders are done).
+
+        The end of the recording does not release them: its decoders, or the worker's, go on
+        reading the files they have not reached yet until they have printed the last rows.
+        """
         numbers = [feed.number for feed in self.feeds.values()]
         if self.link is not None and self.link.channel:
             numbers.append(self.link.reading)
         reading = min(numbers, default=self.segments[-1].number)
-        for segment in [segment for segment in self.retired if segment.number < reading or self.ended]:
+        for segment in [segment for segment in self.retired if segment.number < reading or everything]:
             # A decoder still reading it keeps its open file: unlinking only drops the name.
             segment.path.unlink(missing_ok=True)
             self.retired.remove(segment)
@@ -507,7 +512,7 @@ class Recording(Files):
             self.pusher.cancel()
         if self.listener is not None:
             await stop_listening(self.listener, self.control)
-        self.release()  # every retired file, now that the recording ended
+        self.release(everything=True)  # every retired file, now that the decoders are done
         await self.push_pending()
         if self.file is not None:
             await asyncio.to_thread(self.file.close)
@@ -733,6 +738,9 @@ class WorkerLink:
 
     def attach(self, channel: str) -> None:
         self.channel = channel
+        # A worker taking over reads from the first file still kept: none is let go for the
+        # position of the one it replaces.
+        self.reading = 0
         self.attached_once = True
         self.heard_at = time.monotonic()
         self.done.clear()

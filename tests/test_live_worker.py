@@ -20,8 +20,10 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
+from . import test_live_capture as live_capture
 from .conftest import ROOT, Server, shared_capture
 from .services import PostgresServer, RedisServer
+from .test_live_capture import web_server  # noqa: F401 - the fixture
 from .test_live_stream import as_cells, single_pass_numbers, single_pass_rows, wait_for_live
 from .test_worker import worker_command
 
@@ -29,6 +31,7 @@ pytestmark = [pytest.mark.services, pytest.mark.engine]
 
 LEASE_SECONDS = 4
 FILTER = "http.request"
+STAFF = "worker-staff"
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +46,17 @@ def recorder(
         LIVE_DECODER_LEASE_SECONDS=str(LEASE_SECONDS),
     )
     server.start()
+    server.create_user(STAFF, staff=True)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def worker(recorder: Server) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_worker(recorder)
+    yield process
+    if process.poll() is None:
+        kill(process)
 
 
 def start_worker(server: Server) -> subprocess.Popen[bytes]:
@@ -194,3 +206,44 @@ async def test_a_capture_stored_while_no_worker_ran_is_stored_whole(recorder: Se
     assert body["state"] == "stored"
     capture = httpx.get(f"{recorder.url}/api/captures/{body['capture']}/", headers=headers).json()
     assert capture["size"] == original.stat().st_size
+
+
+async def test_a_worker_decodes_a_ring_buffer_of_a_server_interface_and_lets_its_files_go(
+    recorder: Server,
+    worker: subprocess.Popen[bytes],
+    web_server: int,  # noqa: F811
+) -> None:
+    client = live_capture.signed_in(recorder, STAFF)
+    answer = live_capture.start(
+        client, interface="lo", filter=f"tcp port {web_server}", ring_files="2", ring_kilobytes="16"
+    )
+    live_id = live_capture.live_id_of(answer)
+    url = f"ws://127.0.0.1:{recorder.port}/ws/live/{live_id}/"
+    headers = {"Authorization": f"Token {recorder.token(STAFF)}"}
+    async with connect(url, origin=recorder.url, additional_headers=headers) as ws:
+        viewer = Viewer(ws, "")
+        await viewer.wait_for(lambda: viewer.last_status().get("seconds", 0) > 0, "the status")
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{web_server}") as web:
+            # Less than a file of the ring, until the worker decodes: files dropped from the
+            # ring before a worker takes the capture are not shown live.
+            for index in range(5):
+                await web.get(f"/page{index}.txt")
+            await viewer.wait_for(lambda: viewer.last_status().get("decoded", 0) > 0, "a worker decoding")
+            for index in range(5, 80):
+                await web.get(f"/page{index % 50}.txt")
+        # Behind counts only the packets the recording has received: dumpcap hands them over
+        # a few times a second, so the stop may come before several files of them reach the
+        # recording. The worker reads those files after the end, before they are let go.
+        await viewer.wait_for(lambda: viewer.last_status().get("behind", 1) == 0, "all decoded")
+        await asyncio.to_thread(live_capture.post_form, client, f"/live/{live_id}/stop/")
+        await viewer.wait_for(lambda: viewer.messages[-1]["type"] == "live.ended", "the end")
+    ended = viewer.messages[-1]
+    assert ended["state"] == "stored", ended
+    assert ended["message"] == "stopped; the ring buffer kept the last 2 files"
+    # Every row once, though the files of the first ones were dropped from the ring.
+    recorded = ended["status"]["packets"]
+    assert sorted(viewer.pushed_numbers()) == list(range(1, recorded + 1))
+    assert recorded > 100
+    staging = recorder.captures_dir / ".staging"
+    assert not [path for path in staging.iterdir() if path.name.startswith("live-")]
+    client.close()
