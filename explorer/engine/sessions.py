@@ -253,17 +253,17 @@ class CaptureSessions(PageMemory):
 
     def _ready_for(self, ready: list[SharkdProcess], new_filter: bool) -> SharkdProcess | None:
         """Return the loaded process to send a request to; None: wait (for one to load)."""
-        # A filter no session has run takes one for a whole pass: take the one whose cached
-        # filters the others' pages need least.
+        # Fast work may queue behind fast work, but not behind a re-dissection of the whole capture.
+        fast_busy = [p for p in ready if p.slow_pending == 0]
+        if new_filter and fast_busy:
+            # A filter no session has run takes one for a whole pass: take the one whose cached
+            # filters the others' pages need least, even if it is answering a page right now
+            # (milliseconds, against the seconds that pass would hold those pages).
+            return min(fast_busy, key=lambda p: (len(p.filters_done), p.pending))
         idle = [p for p in ready if p.pending == 0]
         if idle:
-            return min(idle, key=lambda p: len(p.filters_done)) if new_filter else idle[0]
-        # Every ready process is busy. Fast work may queue behind fast work,
-        # but not behind a re-dissection of the whole capture.
-        fast_busy = [p for p in ready if p.slow_pending == 0]
+            return idle[0]
         if fast_busy:
-            if new_filter:
-                return min(fast_busy, key=lambda p: (len(p.filters_done), p.pending))
             return min(fast_busy, key=lambda p: p.pending)
         loading = [p for p in self.processes if not p.loaded.is_set()]
         if not loading and ready and len(self.processes) < self.max_processes:
