@@ -5,7 +5,8 @@ change annotations or marks publish an event to the group, and each connection f
 
 Presence is kept without any state shared between server processes, so that it works the
 same over Redis as in memory: a new connection says hello to the group, the others answer
-it directly, and each connection keeps its own list of viewers. Connections say goodbye when
+it directly, and each connection keeps its own list of viewers, pushed to its browser once
+the changes of a moment are gathered (PRESENCE_PUSH_DELAY). Connections say goodbye when
 they close and repeat themselves every PRESENCE_INTERVAL; a viewer not heard of for
 PRESENCE_EXPIRY (its server process died) is dropped.
 """
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 
 PRESENCE_INTERVAL = 30.0
 PRESENCE_EXPIRY = 2.5 * PRESENCE_INTERVAL
+# Seconds a connection gathers the changes of its list before pushing it: when a team opens a
+# capture at once, each of N tabs hears of the N others, and pushing the list at every one of
+# them wrote N² lists to the browsers (with 50 tabs, the server did little else for seconds).
+PRESENCE_PUSH_DELAY = 0.3
 ANONYMOUS = "anonymous link holder"
 
 Event = Literal["annotation.created", "annotation.updated", "annotation.deleted", "marks.changed"]
@@ -77,6 +82,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
     viewer_id: str = ""
     name: str = ""
     heartbeat: asyncio.Task[None] | None = None
+    presence_push: asyncio.Task[None] | None = None
 
     async def connect(self) -> None:
         try:
@@ -99,8 +105,9 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         if not self.group:
             return
-        if self.heartbeat is not None:
-            self.heartbeat.cancel()
+        for task in (self.heartbeat, self.presence_push):
+            if task is not None:
+                task.cancel()
         await self.tell_group("presence.bye")
         await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -124,12 +131,22 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         )
         await self.send_json({"type": "presence", "you": self.viewer_id, "viewers": viewers})
 
+    def presence_changed(self) -> None:
+        """Push the list of viewers soon, with whatever else changes in the meantime."""
+        if self.presence_push is None:
+            self.presence_push = asyncio.create_task(self.push_presence_soon())
+
+    async def push_presence_soon(self) -> None:
+        await asyncio.sleep(PRESENCE_PUSH_DELAY)
+        self.presence_push = None
+        await self.send_presence()
+
     async def heard(self, viewer: dict[str, str]) -> None:
         key, name = str(viewer["id"]), str(viewer["name"])
         known = key in self.viewers
         self.viewers[key] = (name, time.monotonic())
         if not known:
-            await self.send_presence()
+            self.presence_changed()
 
     async def presence_hello(self, message: dict[str, Any]) -> None:
         if message["viewer"]["id"] == self.viewer_id:
@@ -143,7 +160,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def presence_bye(self, message: dict[str, Any]) -> None:
         if self.viewers.pop(message["viewer"]["id"], None) is not None:
-            await self.send_presence()
+            self.presence_changed()
 
     async def beat(self) -> None:
         """Repeat this viewer to the group, forget silent ones, and close if read rights are gone."""
@@ -164,7 +181,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
             for key in silent:
                 del self.viewers[key]
             if silent:
-                await self.send_presence()
+                self.presence_changed()
 
     # ---- changes ----------------------------------------------------------------------------
 
