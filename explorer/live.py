@@ -4,11 +4,15 @@ Every viewer's websocket joins the channel-layer group of its capture. The API f
 change annotations or marks publish an event to the group, and each connection forwards it.
 
 Presence is kept without any state shared between server processes, so that it works the
-same over Redis as in memory: a new connection says hello to the group, the others answer
-it directly, and each connection keeps its own list of viewers, pushed to its browser once
-the changes of a moment are gathered (PRESENCE_PUSH_DELAY). Connections say goodbye when
-they close and repeat themselves every PRESENCE_INTERVAL; a viewer not heard of for
-PRESENCE_EXPIRY (its server process died) is dropped.
+same over Redis as in memory. The connections of one process know each other (`_local`); a
+new connection says hello to the group, and in every other process one connection answers it
+directly with all of that process's viewers. Each connection keeps its own list of viewers,
+pushed to its browser once the changes of a moment are gathered (PRESENCE_PUSH_DELAY).
+Connections say goodbye when they close, and every PRESENCE_INTERVAL one connection of each
+process repeats that process's viewers to the group; a viewer of another process not heard of
+for PRESENCE_EXPIRY (its server process died) is dropped. Answering per process rather than
+per connection keeps the messages of a team opening a capture at once from growing with the
+square of its size.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ PRESENCE_PUSH_DELAY = 0.3
 ANONYMOUS = "anonymous link holder"
 
 Event = Literal["annotation.created", "annotation.updated", "annotation.deleted", "marks.changed"]
+
+
+# This process, in presence messages: its own connections learn of each other directly.
+PROCESS = uuid.uuid4().hex
 
 
 def group_name(capture_id: int) -> str:
@@ -96,6 +104,11 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         self.name = viewer_name(self.scope.get("user"))
         # viewer id -> (name, when last heard of)
         self.viewers: dict[str, tuple[str, float]] = {self.viewer_id: (self.name, time.monotonic())}
+        neighbours = _local.setdefault(self.group, {})
+        for neighbour in neighbours.values():
+            self.heard(neighbour.me())
+            neighbour.heard(self.me())
+        neighbours[self.viewer_id] = self
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_presence()
@@ -108,6 +121,12 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         for task in (self.heartbeat, self.presence_push):
             if task is not None:
                 task.cancel()
+        neighbours = _local.get(self.group, {})
+        neighbours.pop(self.viewer_id, None)
+        for neighbour in neighbours.values():
+            neighbour.forget(self.viewer_id)
+        if not neighbours:
+            _local.pop(self.group, None)
         await self.tell_group("presence.bye")
         await self.channel_layer.group_discard(self.group, self.channel_name)
 
@@ -121,8 +140,16 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def tell_group(self, kind: str) -> None:
         await self.channel_layer.group_send(
-            self.group, {"type": kind, "viewer": self.me(), "reply_to": self.channel_name}
+            self.group, {"type": kind, "viewer": self.me(), "reply_to": self.channel_name, "process": PROCESS}
         )
+
+    def speaks_for_process(self) -> bool:
+        """Tell whether this connection answers for all the viewers of its process (one does)."""
+        neighbours = _local.get(self.group, {})
+        return bool(neighbours) and min(neighbours) == self.viewer_id
+
+    def process_viewers(self) -> list[dict[str, str]]:
+        return [neighbour.me() for neighbour in _local.get(self.group, {}).values()]
 
     async def send_presence(self) -> None:
         viewers = sorted(
@@ -141,29 +168,36 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         self.presence_push = None
         await self.send_presence()
 
-    async def heard(self, viewer: dict[str, str]) -> None:
+    def heard(self, viewer: dict[str, str]) -> None:
         key, name = str(viewer["id"]), str(viewer["name"])
         known = key in self.viewers
         self.viewers[key] = (name, time.monotonic())
         if not known:
             self.presence_changed()
 
-    async def presence_hello(self, message: dict[str, Any]) -> None:
-        if message["viewer"]["id"] == self.viewer_id:
-            return
-        await self.heard(message["viewer"])
-        await self.channel_layer.send(message["reply_to"], {"type": "presence.here", "viewer": self.me()})
-
-    async def presence_here(self, message: dict[str, Any]) -> None:
-        if message["viewer"]["id"] != self.viewer_id:
-            await self.heard(message["viewer"])
-
-    async def presence_bye(self, message: dict[str, Any]) -> None:
-        if self.viewers.pop(message["viewer"]["id"], None) is not None:
+    def forget(self, viewer_id: str) -> None:
+        if self.viewers.pop(viewer_id, None) is not None:
             self.presence_changed()
 
+    async def presence_hello(self, message: dict[str, Any]) -> None:
+        if message.get("process") == PROCESS:
+            return  # a connection of this process: the two already know each other
+        self.heard(message["viewer"])
+        if self.speaks_for_process():
+            answer = {"type": "presence.here", "viewers": self.process_viewers()}
+            await self.channel_layer.send(message["reply_to"], answer)
+
+    async def presence_here(self, message: dict[str, Any]) -> None:
+        for viewer in message.get("viewers") or [message["viewer"]]:
+            if viewer["id"] != self.viewer_id:
+                self.heard(viewer)
+
+    async def presence_bye(self, message: dict[str, Any]) -> None:
+        self.forget(message["viewer"]["id"])
+
     async def beat(self) -> None:
-        """Repeat this viewer to the group, forget silent ones, and close if read rights are gone."""
+        """Repeat this process's viewers to the group (one connection does), forget the silent
+        viewers of other processes, and close if read rights are gone."""
         while True:
             await asyncio.sleep(PRESENCE_INTERVAL)
             try:
@@ -173,10 +207,13 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
                 return
             # Group membership expires in channels-redis (a day by default): renew it.
             await self.channel_layer.group_add(self.group, self.channel_name)
-            await self.channel_layer.group_send(self.group, {"type": "presence.here", "viewer": self.me()})
+            if self.speaks_for_process():
+                here = {"type": "presence.here", "viewers": self.process_viewers(), "process": PROCESS}
+                await self.channel_layer.group_send(self.group, here)
+            neighbours = _local.get(self.group, {})
             cutoff = time.monotonic() - PRESENCE_EXPIRY
             silent = [
-                key for key, (_, seen) in self.viewers.items() if seen < cutoff and key != self.viewer_id
+                key for key, (_, seen) in self.viewers.items() if seen < cutoff and key not in neighbours
             ]
             for key in silent:
                 del self.viewers[key]
@@ -187,3 +224,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
+
+
+# The presence connections of this process, by capture group and viewer id.
+_local: dict[str, dict[str, CaptureLiveConsumer]] = {}

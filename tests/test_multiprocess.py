@@ -226,6 +226,42 @@ async def test_a_viewer_of_one_sees_the_viewers_and_annotations_of_the_other(
         await presence_of(on_second, 1)
 
 
+async def test_viewers_of_both_processes_all_see_each_other_come_and_go(
+    pair: tuple[Server, Server], clients: tuple[httpx.Client, httpx.Client]
+) -> None:
+    # One connection of each process answers a newcomer for all of that process's viewers.
+    first, second = pair
+    stored = await asyncio.to_thread(upload, clients[0], shared_capture("dns-udp.pcap"))
+    assert stored.status_code == 201, stored.text
+    path = f"/ws/captures/{stored.json()['id']}/live/"
+    headers = first.owner_headers()
+    async with contextlib.AsyncExitStack() as stack:
+        sockets: list[ClientConnection] = []
+        for server in (first, second, first, second, second, first):
+            url = f"ws://127.0.0.1:{server.port}{path}"
+            sockets.append(
+                await stack.enter_async_context(connect(url, origin=server.url, additional_headers=headers))
+            )
+            lists = await asyncio.gather(*(presence_of(ws, len(sockets)) for ws in sockets))
+        everyone = {v["id"] for v in lists[0]["viewers"]}
+        assert all({v["id"] for v in message["viewers"]} == everyone for message in lists)
+        # Two leave, one of each process.
+        for leaving in (sockets[0], sockets[1]):
+            await leaving.close()
+        remaining = sockets[2:]
+        lists = await asyncio.gather(*(presence_of(ws, 4) for ws in remaining))
+        ids = [{v["id"] for v in message["viewers"]} for message in lists]
+        assert all(found == ids[0] for found in ids) and ids[0] < everyone
+        # A newcomer on each process is answered by the connections still there.
+        for server in (first, second):
+            url = f"ws://127.0.0.1:{server.port}{path}"
+            remaining.append(
+                await stack.enter_async_context(connect(url, origin=server.url, additional_headers=headers))
+            )
+        lists = await asyncio.gather(*(presence_of(ws, 6) for ws in remaining))
+        assert len({frozenset(v["id"] for v in message["viewers"]) for message in lists}) == 1
+
+
 def test_the_upload_rate_limit_counts_the_requests_of_both_servers(pair: tuple[Server, Server]) -> None:
     first, second = pair
     first.create_user(UPLOADER)
