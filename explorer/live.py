@@ -8,11 +8,11 @@ same over Redis as in memory. The connections of one process know each other (`_
 new connection says hello to the group, and in every other process one connection answers it
 directly with all of that process's viewers. Each connection keeps its own list of viewers,
 pushed to its browser once the changes of a moment are gathered (PRESENCE_PUSH_DELAY).
-Connections say goodbye when they close, and every PRESENCE_INTERVAL one connection of each
-process repeats that process's viewers to the group; a viewer of another process not heard of
-for PRESENCE_EXPIRY (its server process died) is dropped. Answering per process rather than
-per connection keeps the messages of a team opening a capture at once from growing with the
-square of its size.
+Connections say goodbye when they close, and every PRESENCE_INTERVAL_SECONDS one connection of
+each process repeats that process's viewers to the group; a viewer of another process not heard
+of for PRESENCE_EXPIRY_INTERVALS of them (its server process died) is dropped. Answering per
+process rather than per connection keeps the messages of a team opening a capture at once from
+growing with the square of its size.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.http import Http404
 
 from . import marks
@@ -33,8 +34,8 @@ from .models import Capture
 
 log = logging.getLogger(__name__)
 
-PRESENCE_INTERVAL = 30.0
-PRESENCE_EXPIRY = 2.5 * PRESENCE_INTERVAL
+# A viewer of another process is dropped when unheard of for this many intervals.
+PRESENCE_EXPIRY_INTERVALS = 2.5
 # Seconds a connection gathers the changes of its list before pushing it: when a team opens a
 # capture at once, each of N tabs hears of the N others, and pushing the list at every one of
 # them wrote N² lists to the browsers (with 50 tabs, the server did little else for seconds).
@@ -199,7 +200,8 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         """Repeat this process's viewers to the group (one connection does), forget the silent
         viewers of other processes, and close if read rights are gone."""
         while True:
-            await asyncio.sleep(PRESENCE_INTERVAL)
+            interval = settings.PRESENCE_INTERVAL_SECONDS
+            await asyncio.sleep(interval)
             try:
                 await capture_for_scope(self.scope, self.capture.pk)
             except Http404:
@@ -211,7 +213,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
                 here = {"type": "presence.here", "viewers": self.process_viewers(), "process": PROCESS}
                 await self.channel_layer.group_send(self.group, here)
             neighbours = _local.get(self.group, {})
-            cutoff = time.monotonic() - PRESENCE_EXPIRY
+            cutoff = time.monotonic() - PRESENCE_EXPIRY_INTERVALS * interval
             silent = [
                 key for key, (_, seen) in self.viewers.items() if seen < cutoff and key not in neighbours
             ]

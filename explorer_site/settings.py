@@ -197,6 +197,9 @@ BACKGROUND_WORKER = env_bool("BACKGROUND_WORKER", env_bool("SUMMARY_WORKER", Fal
 EXPORT_LEASE_SECONDS = env_int("EXPORT_LEASE_SECONDS", 60)
 # How long a worker decoding a live capture goes unheard before another one takes over.
 LIVE_DECODER_LEASE_SECONDS = env_int("LIVE_DECODER_LEASE_SECONDS", 10)
+# How often each server process repeats who views a capture through it; a viewer of a process
+# not heard of for 2.5 times this long (the process died) is dropped from the others' lists.
+PRESENCE_INTERVAL_SECONDS = env_int("PRESENCE_INTERVAL_SECONDS", 30)
 
 LOGGING = {
     "version": 1,

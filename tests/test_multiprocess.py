@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -260,6 +262,42 @@ async def test_viewers_of_both_processes_all_see_each_other_come_and_go(
             )
         lists = await asyncio.gather(*(presence_of(ws, 6) for ws in remaining))
         assert len({frozenset(v["id"] for v in message["viewers"]) for message in lists}) == 1
+
+
+async def test_viewers_of_a_live_process_stay_listed_and_those_of_a_dead_one_are_dropped(
+    tmp_path_factory: pytest.TempPathFactory, postgres_server: PostgresServer, redis_server: RedisServer
+) -> None:
+    # Each process repeats its viewers every second here; those unheard of for 2.5 s go.
+    pair = running_pair(
+        tmp_path_factory, postgres_server, redis_server, "presence", PRESENCE_INTERVAL_SECONDS="1"
+    )
+    first, second = next(pair)
+    try:
+        with httpx.Client(base_url=first.url, timeout=120, headers=first.owner_headers()) as client:
+            stored = await asyncio.to_thread(upload, client, shared_capture("dns-udp.pcap"))
+        assert stored.status_code == 201, stored.text
+        path = f"/ws/captures/{stored.json()['id']}/live/"
+        headers = first.owner_headers()
+        async with contextlib.AsyncExitStack() as stack:
+            sockets = []
+            for server in (first, first, second):
+                url = f"ws://127.0.0.1:{server.port}{path}"
+                socket = connect(url, origin=server.url, additional_headers=headers)
+                sockets.append(await stack.enter_async_context(socket))
+            await asyncio.gather(*(presence_of(ws, 3) for ws in sockets))
+            # Four intervals, past the expiry: nobody of a process alive is dropped meanwhile.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(4):
+                    while True:
+                        message = await next_event(sockets[0], "presence", 5)
+                        assert len(message["viewers"]) == 3, message
+            # The second process dies without a word: its viewer leaves the first's lists.
+            assert second.process is not None
+            os.killpg(second.process.pid, signal.SIGKILL)
+            lists = await asyncio.gather(*(presence_of(ws, 2) for ws in sockets[:2]))
+            assert {v["id"] for v in lists[0]["viewers"]} == {v["id"] for v in lists[1]["viewers"]}
+    finally:
+        pair.close()
 
 
 def test_the_upload_rate_limit_counts_the_requests_of_both_servers(pair: tuple[Server, Server]) -> None:
