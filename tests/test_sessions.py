@@ -149,17 +149,23 @@ async def test_a_new_filter_goes_to_the_session_with_fewer_filters(large_capture
     assert ran.filters_done == {"tcp.flags.reset == 1 && frame.len > 25"}
 
 
+async def a_session_and_its_standby_loading(path: Path) -> tuple[SharkdProcess, SharkdProcess]:
+    """Open the capture as one viewer, wait until it is loaded, then as a second one."""
+    sessions = engine().sessions(path)
+    sessions.viewer_joined()
+    await sessions.wait_loaded()
+    [first] = sessions.processes
+    sessions.viewer_joined()
+    [standby] = [p for p in sessions.processes if p is not first]
+    return first, standby
+
+
 @pytest.mark.slow
 async def test_a_new_filter_waits_for_the_standby_rather_than_hold_up_the_only_loaded_session(
     large_capture: Path,
 ) -> None:
-    sessions = engine().sessions(large_capture)
-    sessions.viewer_joined()
-    await sessions.wait_loaded()
-    [first] = sessions.processes
     # A second viewer: the standby starts loading; meanwhile one viewer runs a new filter.
-    sessions.viewer_joined()
-    [standby] = [p for p in sessions.processes if p is not first]
+    first, standby = await a_session_and_its_standby_loading(large_capture)
     assert not standby.loaded.is_set()
     display_filter = "tcp.flags.reset == 1 && frame.len > 30"
     new_filter = asyncio.create_task(packets.packets(large_capture, display_filter, 0, 100))
@@ -179,12 +185,7 @@ async def test_a_new_filter_waits_for_the_standby_rather_than_hold_up_the_only_l
 
 async def standby_niceness_while_loading(path: Path) -> tuple[int, int, SharkdProcess]:
     """Open the capture as two viewers; return the niceness of both sessions while the standby loads."""
-    sessions = engine().sessions(path)
-    sessions.viewer_joined()
-    await sessions.wait_loaded()
-    [first] = sessions.processes
-    sessions.viewer_joined()
-    [standby] = [p for p in sessions.processes if p is not first]
+    first, standby = await a_session_and_its_standby_loading(path)
     while standby.pid is None:
         await asyncio.sleep(0.001)
     loading = os.getpriority(os.PRIO_PROCESS, standby.pid)
