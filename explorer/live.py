@@ -47,6 +47,8 @@ Event = Literal["annotation.created", "annotation.updated", "annotation.deleted"
 
 # This process, in presence messages: its own connections learn of each other directly.
 PROCESS = uuid.uuid4().hex
+# The presence connections of this process, by capture group and viewer id.
+_local: dict[str, dict[str, CaptureLiveConsumer]] = {}
 
 
 def group_name(capture_id: int) -> str:
@@ -189,6 +191,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
             await self.channel_layer.send(message["reply_to"], answer)
 
     async def presence_here(self, message: dict[str, Any]) -> None:
+        # One viewer alone: from a server of the release before, during an upgrade.
         for viewer in message.get("viewers") or [message["viewer"]]:
             if viewer["id"] != self.viewer_id:
                 self.heard(viewer)
@@ -226,7 +229,3 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
 
     async def live_event(self, message: dict[str, Any]) -> None:
         await self.send_json(message["event"])
-
-
-# The presence connections of this process, by capture group and viewer id.
-_local: dict[str, dict[str, CaptureLiveConsumer]] = {}

@@ -49,7 +49,7 @@ class PreparedQuery(Generic[M]):
         queryset = self.build(*stand_ins)
         sql, params = queryset.query.get_compiler(using=alias).as_sql()
         template = [Value(stand_ins.index(p)) if p in stand_ins else p for p in params]
-        if sum(isinstance(p, Value) for p in template) < self.arity:
+        if {p.position for p in template if isinstance(p, Value)} != set(range(self.arity)):
             raise ValueError(f"a prepared query of {self.model.__name__} does not use all its values")
         return sql, template
 
