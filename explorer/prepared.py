@@ -63,7 +63,7 @@ class PreparedQuery(Generic[M]):
                 found = self.compiled.setdefault(alias, self._compile(alias))
         return found
 
-    def first_sync(self, *values: Any) -> M | None:
+    def _first_sync(self, *values: Any) -> M | None:
         sql, template = self.sql()
         params = [values[p.position] if isinstance(p, Value) else p for p in template]
         for instance in self.model._default_manager.raw(sql, params):
@@ -74,4 +74,4 @@ class PreparedQuery(Generic[M]):
         """Return the first model instance the query finds with these values, or None."""
         if len(values) != self.arity:
             raise TypeError(f"expected {self.arity} values, got {len(values)}")
-        return await sync_to_async(self.first_sync)(*values)
+        return await sync_to_async(self._first_sync)(*values)

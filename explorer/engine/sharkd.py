@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -64,7 +65,7 @@ def _ended(code: int | None) -> str:
     return f"exit status {code}"
 
 
-# Cleared when the system refuses to raise a session's priority back (see _set_niceness).
+# Cleared when the system refuses to raise a session's priority back (see _raise_niceness_back).
 _may_raise_priority = True
 
 
@@ -124,7 +125,7 @@ class SharkdProcess:
         try:
             await asyncio.wait_for(self._load(self.capture_path), timeout)
             if self.background:
-                self._set_niceness(own_niceness)
+                self._raise_niceness_back(own_niceness)
         except TimeoutError as error:
             self.load_error = EngineTimeout(
                 f"the engine did not finish loading the capture within {timeout} s"
@@ -145,24 +146,21 @@ class SharkdProcess:
             self.loaded.set()
 
     def _set_niceness(self, niceness: int) -> None:
+        assert self.pid is not None
+        with contextlib.suppress(ProcessLookupError):
+            os.setpriority(os.PRIO_PROCESS, self.pid, niceness)
+
+    def _raise_niceness_back(self, niceness: int) -> None:
         global _may_raise_priority
-        if self.pid is None or (niceness < self._niceness() and not _may_raise_priority):
+        if not _may_raise_priority:
             return
         try:
-            os.setpriority(os.PRIO_PROCESS, self.pid, niceness)
+            self._set_niceness(niceness)
         except PermissionError:
             # Raising a priority takes CAP_SYS_NICE: without it a standby keeps the lower one,
             # which still serves while the cores have time to spare.
             log.info("sessions loaded in the background keep a lower priority: no CAP_SYS_NICE")
             _may_raise_priority = False
-        except ProcessLookupError:
-            pass
-
-    def _niceness(self) -> int:
-        try:
-            return os.getpriority(os.PRIO_PROCESS, self.pid or 0)
-        except ProcessLookupError:
-            return 0
 
     async def _load(self, path: Path) -> None:
         keylog = keylog_for(path)
