@@ -26,12 +26,8 @@ REPO = BENCH_DIR.parent
 
 
 def default_source_dir() -> Path:
-    """../shared/captures next to the repo root, falling back to the working directory."""
-    for base in (REPO, Path.cwd()):
-        candidate = (base / ".." / "shared" / "captures").resolve()
-        if candidate.is_dir():
-            return candidate
-    return (REPO / ".." / "shared" / "captures").resolve()
+    """The real captures kept with the tests (tests/captures, with their MANIFEST.tsv)."""
+    return REPO / "tests" / "captures"
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:

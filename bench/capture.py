@@ -1,4 +1,4 @@
-"""Build the benchmark capture (about 1M packets) from the real captures in shared/captures.
+"""Build the benchmark capture (about 1M packets) from the real captures in tests/captures.
 
 Three levels of concatenation, each copy shifted forward in time with `editcap -t` and
 joined with `mergecap -a` (append, keeps file order):

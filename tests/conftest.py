@@ -1,4 +1,4 @@
-"""Fixtures: a real daphne server on a free port, the shared captures, and tshark's reference output."""
+"""Fixtures: a real daphne server on a free port, the sample captures, and tshark's reference output."""
 
 from __future__ import annotations
 
@@ -23,31 +23,32 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.services"]
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_CAPTURES = Path(os.environ.get("SHARED_CAPTURES", ROOT.parent / "shared" / "captures"))
+# Real third-party captures kept with the tests; MANIFEST.tsv gives each one's source and licence.
+SAMPLE_CAPTURES = ROOT / "tests" / "captures"
 ARTIFACTS = ROOT / "test-artifacts"
-# Small enough that a test can exceed it cheaply; every shared capture is below it.
+# Small enough that a test can exceed it cheaply; every sample capture is below it.
 TEST_UPLOAD_LIMIT_MB = 8
 
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
-def shared_capture(name: str) -> Path:
-    path = SHARED_CAPTURES / name
-    assert path.exists(), f"missing shared capture {path}"
+def sample_capture(name: str) -> Path:
+    path = SAMPLE_CAPTURES / name
+    assert path.exists(), f"missing sample capture {path}"
     return path
 
 
 def repeated_synscan(folder: Path, copies: int) -> Path:
-    """Write the shared SYN scan `copies` times over as one pcap (about 2,000 packets a copy)."""
+    """Write the sample SYN scan `copies` times over as one pcap (about 2,000 packets a copy)."""
     path = folder / f"synscan-x{copies}.pcap"
-    source = str(shared_capture("synscan.pcapng"))
+    source = str(sample_capture("synscan.pcapng"))
     subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [source] * copies, check=True)
     return path
 
 
-def shared_capture_names() -> list[str]:
-    """Return every capture file in the shared folder (everything but the manifest and key logs)."""
-    return sorted(p.name for p in SHARED_CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
+def sample_capture_names() -> list[str]:
+    """Return every sample capture file (everything but the manifest and key logs)."""
+    return sorted(p.name for p in SAMPLE_CAPTURES.iterdir() if p.suffix in (".pcap", ".pcapng", ".gz"))
 
 
 def free_port() -> int:
@@ -327,10 +328,10 @@ def upload(client: httpx.Client, path: Path, name: str | None = None) -> httpx.R
 
 @pytest.fixture(scope="session")
 def uploaded(api: httpx.Client) -> dict[str, dict[str, Any]]:
-    """Upload every shared capture once; map file name to the API's answer (or its errors)."""
+    """Upload every sample capture once; map file name to the API's answer (or its errors)."""
     answers = {}
-    for name in shared_capture_names():
-        body = upload(api, shared_capture(name)).json()
+    for name in sample_capture_names():
+        body = upload(api, sample_capture(name)).json()
         answers[name] = body["captures"][0] if body.get("captures") else body
     return answers
 

@@ -36,7 +36,7 @@ from websockets.typing import Origin
 
 from explorer.routing import websocket_urlpatterns
 
-from .conftest import OWNER, PASSWORD, Server, shared_capture, upload
+from .conftest import OWNER, PASSWORD, Server, sample_capture, upload
 
 pytestmark = pytest.mark.engine
 
@@ -356,7 +356,7 @@ ARGUMENTS: dict[str, Callable[[World, int], Any]] = {
 
 def upload_capture(owner: httpx.Client, file_name: str, name: str, visibility: str, team_id: int) -> Any:
     """Upload a shared file under a name, give it a visibility; return the API's capture."""
-    answer = upload(owner, shared_capture(file_name), name)
+    answer = upload(owner, sample_capture(file_name), name)
     assert answer.status_code == 201, answer.text
     capture = answer.json()["captures"][0]
     if visibility != "private":
@@ -480,7 +480,7 @@ def open_links(server: Server, *keys: str) -> str:
 def key_log_markers() -> list[bytes]:
     """Return the key log's secrets (its third column) as hex, either case, and as bytes."""
     markers = []
-    for line in shared_capture(KEYS).read_text().splitlines():
+    for line in sample_capture(KEYS).read_text().splitlines():
         fields = line.split()
         if len(fields) == 3 and not line.startswith("#"):
             markers += [fields[2].lower().encode(), fields[2].upper().encode(), bytes.fromhex(fields[2])]
@@ -493,13 +493,13 @@ def our_captures(owner: httpx.Client, team_id: int) -> dict[str, Capture]:
     captures = {}
     for kind, file_name in CAPTURES.items():
         tag = f"access-{kind}-{uuid.uuid4().hex[:8]}"
-        stored = upload_capture(owner, file_name, tag + shared_capture(file_name).suffix, kind, team_id)
-        data = shared_capture(file_name).read_bytes()
+        stored = upload_capture(owner, file_name, tag + sample_capture(file_name).suffix, kind, team_id)
+        data = sample_capture(file_name).read_bytes()
         middle = data[len(data) // 2 : len(data) // 2 + 24]
         note = f"note-{uuid.uuid4().hex}"
         markers = [stored["name"].encode(), stored["sha256"].encode(), middle, note.encode(), tag.encode()]
         capture = captures[kind] = Capture(kind, stored["id"], stored["name"], note, markers)
-        with open(shared_capture(KEYS), "rb") as log:
+        with open(sample_capture(KEYS), "rb") as log:
             attached = owner.post(f"/api/captures/{capture.id}/keylog", files={"file": (KEYS, log)})
         assert attached.status_code == 200, attached.text
         assert owner.put(f"/api/captures/{capture.id}/marks/1").status_code == 204
@@ -741,7 +741,7 @@ def send(
     body = None
     if probe.json is not None:
         body = {key: v.format_map(values) if isinstance(v, str) else v for key, v in probe.json.items()}
-    files = {"file": (probe.file, shared_capture(probe.file).read_bytes())} if probe.file else None
+    files = {"file": (probe.file, sample_capture(probe.file).read_bytes())} if probe.file else None
     return client.request(
         probe.method, path, params=probe.params, data=data, json=body, files=files, headers=probe.headers
     )

@@ -16,7 +16,7 @@ from playwright.sync_api import Browser, Page, expect
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus
 
-from .conftest import ARTIFACTS, OWNER, Server, shared_capture, tshark, upload
+from .conftest import ARTIFACTS, OWNER, Server, sample_capture, tshark, upload
 
 SOURCE = "http_google.pcapng"  # 12 frames
 TEAM = "notes-team"
@@ -33,7 +33,7 @@ def commented_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("annotations") / "commented.pcapng"
     options = [f"-a{frame}:{text}" for frame, texts in FILE_COMMENTS.items() for text in texts]
     comment = ["--capture-comment", FILE_CAPTURE_COMMENT]
-    command = ["editcap", *options, *comment, str(shared_capture(SOURCE)), str(path)]
+    command = ["editcap", *options, *comment, str(sample_capture(SOURCE)), str(path)]
     subprocess.run(command, check=True, capture_output=True)
     return path
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Server, shared_capture, tshark_numbers, tshark_rows, upload
+from .conftest import Server, sample_capture, tshark_numbers, tshark_rows, upload
 
 pytestmark = pytest.mark.engine
 
@@ -19,7 +19,7 @@ UNKNOWN_ID = 987654321
 
 
 def stored(client: httpx.Client, name: str) -> dict[str, Any]:
-    response = upload(client, shared_capture(name))
+    response = upload(client, sample_capture(name))
     assert response.status_code == 201, response.text
     capture: dict[str, Any] = response.json()["captures"][0]
     return capture
@@ -90,7 +90,7 @@ def test_the_upload_answer_and_the_detail_show_a_capture_alike(api: httpx.Client
 
 @pytest.mark.parametrize("name", ["tcp_teardown.pcapng", "tcp-handshake-nano.pcap", "ndpi-rtp.pcapng"])
 def test_stored_times_keep_the_files_precision(api: httpx.Client, name: str) -> None:
-    values, _, _ = capinfos_report(shared_capture(name))
+    values, _, _ = capinfos_report(sample_capture(name))
     expected = {
         "first_time": Decimal(values["First packet time"]),
         "last_time": Decimal(values["Last packet time"]),
@@ -110,7 +110,7 @@ def test_stored_times_keep_the_files_precision(api: httpx.Client, name: str) -> 
 
 
 def test_capture_properties_match_capinfos(api: httpx.Client) -> None:
-    path = shared_capture("ndpi-rtp.pcapng")
+    path = sample_capture("ndpi-rtp.pcapng")
     capture = stored(api, "ndpi-rtp.pcapng")
     detail = api.get(f"/api/captures/{capture['id']}/")
     assert detail.status_code == 200
@@ -181,7 +181,7 @@ def test_unknown_capture_ids_get_a_json_404(api: httpx.Client, method: str, rout
 @pytest.mark.parametrize("display_filter", ["", "tcp", "dns"])
 def test_paging_through_the_packet_list_matches_tshark(api: httpx.Client, display_filter: str) -> None:
     name = "dns-tcp.pcap"
-    path = shared_capture(name)
+    path = sample_capture(name)
     ident = stored(api, name)["id"]
     expected = tshark_rows(path, display_filter)
     total = len(tshark_rows(path))

@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from .conftest import OWNER, Server, shared_capture, upload
+from .conftest import OWNER, Server, sample_capture, upload
 
 pytestmark = pytest.mark.engine
 
@@ -48,7 +48,7 @@ def capture_ids(fuzzed: Server) -> list[int]:
     with httpx.Client(base_url=fuzzed.url, timeout=120, headers=fuzzed.owner_headers()) as client:
         ids = []
         for name in CAPTURES:
-            answer = upload(client, shared_capture(name))
+            answer = upload(client, sample_capture(name))
             assert answer.status_code == 201, answer.text
             ids.append(int(answer.json()["id"]))
     return ids

@@ -12,7 +12,7 @@ import pytest
 from bench.capture import BUILD_VERSION
 from bench.load import NEW_FILTER
 
-from .conftest import ROOT, SHARED_CAPTURES, tshark_numbers
+from .conftest import ROOT, SAMPLE_CAPTURES, tshark_numbers
 from .services import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.services, pytest.mark.engine, pytest.mark.slow]
@@ -28,7 +28,7 @@ def test_a_small_load_run_answers_everything_and_loses_no_upload(
     results_dir = tmp_path / "results"
     command = [
         sys.executable, "-m", "bench.load", "--packets", str(PACKETS), "--viewers", "5", "--seconds", "5",
-        "--uploads", str(UPLOADS), "--upload-mb", "1", "--source-dir", str(SHARED_CAPTURES),
+        "--uploads", str(UPLOADS), "--upload-mb", "1", "--source-dir", str(SAMPLE_CAPTURES),
         "--data-dir", str(tmp_path / "data"), "--results-dir", str(results_dir),
     ]  # fmt: skip
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import APIResponse, Browser, ConsoleMessage, Page, Route, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_numbers, tshark_rows, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark, tshark_numbers, tshark_rows, upload
 
 pytestmark = pytest.mark.browser
 
@@ -65,7 +65,7 @@ def page(browser: Browser, server: Server, console: ConsoleLog) -> Iterator[Page
 @pytest.fixture(scope="module")
 def espn(api: httpx.Client) -> int:
     """Return the id of http_espn.pcapng, uploaded through the API."""
-    answer = upload(api, shared_capture(ESPN))
+    answer = upload(api, sample_capture(ESPN))
     assert answer.status_code == 201, answer.text
     return int(answer.json()["id"])
 
@@ -124,9 +124,9 @@ def test_it_uploads_files_from_the_page_and_shows_the_capture_as_tshark_does(
 ) -> None:
     # The non-capture is refused by the API with a 400, which Chromium reports on the console.
     console.expect("status of 400")
-    path = shared_capture(ESPN)
+    path = sample_capture(ESPN)
     page.goto("/")
-    page.set_input_files("#upload-input", [str(path), str(shared_capture("MANIFEST.tsv"))])
+    page.set_input_files("#upload-input", [str(path), str(sample_capture("MANIFEST.tsv"))])
 
     stored = page.locator("#upload-list li.upload-item", has=page.locator(".upload-name", has_text=ESPN))
     refused = page.locator(
@@ -160,7 +160,7 @@ def test_it_uploads_files_from_the_page_and_shows_the_capture_as_tshark_does(
 
 
 def test_it_checks_filters_while_typing_and_applies_them_as_tshark_does(page: Page, espn: int) -> None:
-    path = shared_capture(ESPN)
+    path = sample_capture(ESPN)
     open_capture(page, espn)
     box = page.locator("#filter")
     error = page.locator("#filter-error")
@@ -188,7 +188,7 @@ def test_it_checks_filters_while_typing_and_applies_them_as_tshark_does(page: Pa
 
 
 def test_it_links_the_list_the_tree_and_the_bytes(page: Page, espn: int) -> None:
-    path = shared_capture(ESPN)
+    path = sample_capture(ESPN)
     number = tshark_numbers(path, "http.request")[0]
     open_capture(page, espn)
     page.locator(f"#packet-list .packet-row[data-number='{number}']").click()
@@ -237,7 +237,7 @@ def test_it_links_the_list_the_tree_and_the_bytes(page: Page, espn: int) -> None
 
 
 def test_it_applies_a_tree_field_as_a_filter_from_its_menu(page: Page, espn: int) -> None:
-    path = shared_capture(ESPN)
+    path = sample_capture(ESPN)
     open_capture(page, espn, "?packet=1")
     expect_selected(page, 1)
     page.locator("#packet-tree summary.tree-node[data-filter='ip'] .tree-toggle").click()
@@ -256,7 +256,7 @@ def test_it_applies_a_tree_field_as_a_filter_from_its_menu(page: Page, espn: int
 
 
 def test_a_link_with_a_filter_and_a_packet_restores_both(page: Page, espn: int) -> None:
-    path = shared_capture(ESPN)
+    path = sample_capture(ESPN)
     expected = tshark_numbers(path, "http.request")
     number = expected[len(expected) // 2]
     open_capture(page, espn, f"?filter=http.request&packet={number}")
@@ -279,7 +279,7 @@ def test_a_link_with_a_filter_and_a_packet_restores_both(page: Page, espn: int) 
 def test_the_time_format_menu_shows_tshark_times(
     page: Page, espn: int, time_format: str, tshark_format: str
 ) -> None:
-    path = shared_capture(ESPN)
+    path = sample_capture(ESPN)
     expected = tshark_rows(path, "", "-t", tshark_format)
     relative = tshark_rows(path)
     # Wait on the first row whose time the new format writes differently.
@@ -297,7 +297,7 @@ def test_the_time_format_menu_shows_tshark_times(
 
 
 def test_a_truncated_capture_shows_its_warning(page: Page, api: httpx.Client) -> None:
-    path = shared_capture("truncated_dns_2.pcap")
+    path = sample_capture("truncated_dns_2.pcap")
     answer = upload(api, path)
     assert answer.status_code == 201, answer.text
     capture = answer.json()["captures"][0]
@@ -314,7 +314,7 @@ def test_a_truncated_capture_shows_its_warning(page: Page, api: httpx.Client) ->
 
 
 def test_it_deletes_a_capture_from_the_list(page: Page, api: httpx.Client) -> None:
-    answer = upload(api, shared_capture("tcp_handshake.pcapng"))
+    answer = upload(api, sample_capture("tcp_handshake.pcapng"))
     ident = answer.json()["id"]
     page.goto("/")
     page.locator(f"tr.capture-row[data-capture-id='{ident}'] a.delete-link").click()
@@ -345,7 +345,7 @@ def test_the_list_shows_a_capture_stored_while_it_was_refreshing(page: Page, api
     while not held and time.monotonic() < deadline:
         page.wait_for_timeout(20)
     assert held, "the table did not ask for a refresh"
-    answer = upload(api, shared_capture("tcp_teardown.pcapng"))
+    answer = upload(api, sample_capture("tcp_teardown.pcapng"))
     assert answer.status_code == 201, answer.text
     page.evaluate(refresh)
     route, response = held[0]

@@ -13,7 +13,7 @@ import pytest
 from explorer.engine import capinfo, commands
 from explorer.engine.errors import NotACapture
 
-from .conftest import shared_capture
+from .conftest import sample_capture
 
 pytestmark = pytest.mark.engine
 
@@ -24,7 +24,7 @@ def capinfos_output(path: Path) -> str:
 
 
 def test_it_parses_a_pcapng_with_two_interfaces_and_a_comment() -> None:
-    info = capinfo.parse(capinfos_output(shared_capture("ndpi-rtp.pcapng")))
+    info = capinfo.parse(capinfos_output(sample_capture("ndpi-rtp.pcapng")))
     assert info.file_type == "pcapng"
     assert info.encapsulation == "ether"
     assert info.time_precision == "microseconds (6)"
@@ -52,7 +52,7 @@ def test_it_parses_a_pcapng_with_two_interfaces_and_a_comment() -> None:
 
 
 def test_it_parses_a_nanosecond_pcap() -> None:
-    info = capinfo.parse(capinfos_output(shared_capture("tcp-handshake-nano.pcap")))
+    info = capinfo.parse(capinfos_output(sample_capture("tcp-handshake-nano.pcap")))
     assert info.file_type == "nsecpcap"
     assert info.encapsulation == "linux-sll"
     assert info.time_precision == "nanoseconds (9)"
@@ -67,7 +67,7 @@ def test_it_parses_a_nanosecond_pcap() -> None:
 
 
 def test_it_parses_an_empty_pcap() -> None:
-    info = capinfo.parse(capinfos_output(shared_capture("empty.pcap")))
+    info = capinfo.parse(capinfos_output(sample_capture("empty.pcap")))
     assert info.file_type == "pcap"
     assert info.packets == 0
     assert info.data_size == 0
@@ -87,7 +87,7 @@ def test_parse_of_nothing_has_no_file_type() -> None:
 
 
 async def test_read_returns_the_properties_of_a_capture() -> None:
-    info = await capinfo.read(shared_capture("dns-udp.pcap"))
+    info = await capinfo.read(sample_capture("dns-udp.pcap"))
     assert info.file_type == "pcap"
     assert info.packets == 5
     assert info.warning == ""
@@ -95,7 +95,7 @@ async def test_read_returns_the_properties_of_a_capture() -> None:
 
 async def test_read_refuses_a_text_file() -> None:
     with pytest.raises(NotACapture) as refused:
-        await capinfo.read(shared_capture("MANIFEST.tsv"))
+        await capinfo.read(sample_capture("MANIFEST.tsv"))
     assert refused.value.message == "not a capture file"
 
 
@@ -116,14 +116,14 @@ async def test_read_refuses_a_file_wiretap_reads_as_json(tmp_path: Path) -> None
 
 
 async def test_read_warns_about_a_capture_cut_mid_packet() -> None:
-    info = await capinfo.read(shared_capture("truncated_dns_2.pcap"))
+    info = await capinfo.read(sample_capture("truncated_dns_2.pcap"))
     assert info.packets == 1
     assert info.warning == "file is truncated after packet 1: 1 packet readable"
 
 
 async def test_read_refuses_a_capture_cut_before_its_first_packet(tmp_path: Path) -> None:
     path = tmp_path / "cut.pcap"
-    path.write_bytes(shared_capture("dns-udp.pcap").read_bytes()[:30])
+    path.write_bytes(sample_capture("dns-udp.pcap").read_bytes()[:30])
     with pytest.raises(NotACapture) as refused:
         await capinfo.read(path)
     assert refused.value.message == "file is truncated before its first packet: no packet readable"

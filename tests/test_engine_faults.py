@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import Server, shared_capture, tshark_numbers
+from .conftest import Server, sample_capture, tshark_numbers
 
 pytestmark = pytest.mark.engine
 
@@ -37,7 +37,7 @@ UPLOAD_MB = "64"
 def mid_size_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """About 200,000 packets (the SYN scan a hundred times over) as pcap."""
     path = tmp_path_factory.mktemp("mid") / "synscan-x100.pcap"
-    source = shared_capture("synscan.pcapng")
+    source = sample_capture("synscan.pcapng")
     subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 100, check=True)
     return path
 
@@ -145,7 +145,7 @@ async def test_an_engine_killed_again_and_again_gives_a_clear_error_and_others_c
 ) -> None:
     server = faults_server
     capture, path = await uploaded_to(server, api, mid_size_capture, "killed.pcap")
-    other, other_path = await uploaded_to(server, api, shared_capture("http_espn.pcapng"))
+    other, other_path = await uploaded_to(server, api, sample_capture("http_espn.pcapng"))
     await first_page(api, capture)
     await first_page(api, other)
     other_pids = sharkd_pids(server, other_path)
@@ -223,8 +223,8 @@ async def test_a_stopped_engine_times_out_with_a_clear_error_and_is_replaced(
 ) -> None:
     server = quick_timeout_server
     async with await client_of(server) as api:
-        capture, path = await uploaded_to(server, api, shared_capture("http_espn.pcapng"))
-        other = await uploaded(api, shared_capture("dns-udp.pcap"))
+        capture, path = await uploaded_to(server, api, sample_capture("http_espn.pcapng"))
+        other = await uploaded(api, sample_capture("dns-udp.pcap"))
         await first_page(api, capture)
         await first_page(api, other)
         [pid] = sharkd_pids(server, path)
@@ -266,7 +266,7 @@ def hanging_load_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
 
 async def test_a_load_that_never_ends_times_out_with_a_clear_error(hanging_load_server: Server) -> None:
     async with await client_of(hanging_load_server) as api:
-        capture = await uploaded(api, shared_capture("dns-udp.pcap"))
+        capture = await uploaded(api, sample_capture("dns-udp.pcap"))
         for _ in range(2):
             asked = time.monotonic()
             answer = await api.get(f"/api/captures/{capture['id']}/packets")
@@ -284,7 +284,7 @@ def tiny_memory_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ser
 
 async def test_a_memory_limit_too_small_gives_a_clear_error(tiny_memory_server: Server) -> None:
     async with await client_of(tiny_memory_server) as api:
-        capture = await uploaded(api, shared_capture("http_google.pcapng"))
+        capture = await uploaded(api, sample_capture("http_google.pcapng"))
         for _ in range(2):
             asked = time.monotonic()
             answer = await api.get(f"/api/captures/{capture['id']}/packets")
@@ -303,11 +303,11 @@ async def test_three_captures_are_served_by_two_sessions(two_session_server: Ser
     server = two_session_server
     names = ["http_google.pcapng", "dns-udp.pcap", "tls-sni.pcapng"]
     async with await client_of(server) as api:
-        captures = [await uploaded(api, shared_capture(name)) for name in names]
+        captures = [await uploaded(api, sample_capture(name)) for name in names]
         for _ in range(2):
             for name, capture in zip(names, captures, strict=True):
                 page = await first_page(api, capture)
-                assert page["total"] == len(tshark_numbers(shared_capture(name), "frame"))
+                assert page["total"] == len(tshark_numbers(sample_capture(name), "frame"))
                 detail = await api.get(f"/api/captures/{capture['id']}/packets/1/")
                 assert detail.status_code == 200, detail.text
                 assert len(sharkd_pids(server)) <= 2
@@ -323,7 +323,7 @@ async def test_a_capture_waiting_for_a_busy_engine_is_told_so(
     server = two_session_server
     async with await client_of(server) as api:
         busy = [await uploaded(api, mid_size_capture, f"busy-{n}.pcap") for n in range(2)]
-        waiting = await uploaded(api, shared_capture("http_post.pcapng"))
+        waiting = await uploaded(api, sample_capture("http_post.pcapng"))
         for capture in busy:
             await first_page(api, capture)
         filters = [
@@ -350,7 +350,7 @@ async def test_a_capture_waiting_for_a_busy_engine_is_told_so(
         await asyncio.gather(*filters)
         # Once a session is idle again, its place goes to the capture that waited.
         page = await first_page(api, waiting)
-        assert page["total"] == len(tshark_numbers(shared_capture("http_post.pcapng"), "frame"))
+        assert page["total"] == len(tshark_numbers(sample_capture("http_post.pcapng"), "frame"))
 
 
 # Room for the sessions of two small captures (about 150 MB each) and not three.
@@ -376,9 +376,9 @@ async def test_captures_opened_one_after_another_stay_within_the_memory_budget(b
     most = 0
     async with await client_of(server) as api:
         for name in names:
-            capture = await uploaded(api, shared_capture(name))
+            capture = await uploaded(api, sample_capture(name))
             page = await first_page(api, capture)
-            assert page["total"] == len(tshark_numbers(shared_capture(name), "frame"))
+            assert page["total"] == len(tshark_numbers(sample_capture(name), "frame"))
             held = sharkd_pids(server)
             assert sum(resident_mb(pid) for pid in held) <= BUDGET_MB, held
             most = max(most, len(held))

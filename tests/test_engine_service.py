@@ -21,7 +21,7 @@ from .conftest import (
     EngineService,
     Server,
     commands_of,
-    shared_capture,
+    sample_capture,
     tshark_numbers,
     tshark_rows,
     upload,
@@ -54,7 +54,7 @@ def client(deployment: tuple[EngineService, Server]) -> Iterator[httpx.Client]:
 
 @pytest.fixture(scope="module")
 def capture_id(client: httpx.Client) -> int:
-    stored = upload(client, shared_capture(SOURCE))
+    stored = upload(client, sample_capture(SOURCE))
     assert stored.status_code == 201, stored.text
     return int(stored.json()["id"])
 
@@ -74,7 +74,7 @@ def test_pages_filters_and_details_come_from_sessions_of_the_service_alone(
     deployment: tuple[EngineService, Server], client: httpx.Client, capture_id: int
 ) -> None:
     engine, server = deployment
-    path = shared_capture(SOURCE)
+    path = sample_capture(SOURCE)
     assert all_rows(client, capture_id) == tshark_rows(path)
 
     query = {"filter": "http.request", "limit": 500}
@@ -108,7 +108,7 @@ async def test_the_load_websocket_reports_through_the_service(
         async with asyncio.timeout(30):
             while (message := json.loads(await ws.recv()))["type"] != "load.done":
                 assert message["type"] != "load.failed", message
-    assert message["total"] == len(tshark_rows(shared_capture(SOURCE)))
+    assert message["total"] == len(tshark_rows(sample_capture(SOURCE)))
 
 
 def engine_client(engine: EngineService) -> socket.socket:
@@ -172,6 +172,6 @@ def test_a_service_restart_fails_requests_clearly_then_they_work_again(
         engine.start()
     page = client.get(f"/api/captures/{capture_id}/packets", params={"offset": 500, "limit": 5})
     assert page.status_code == 200, page.text
-    expected = tshark_rows(shared_capture(SOURCE))[500:505]
+    expected = tshark_rows(sample_capture(SOURCE))[500:505]
     assert [[str(row[column]) for column in COLUMNS] for row in page.json()["packets"]] == expected
     assert "sharkd" not in commands_of(server.children())

@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, expect
 
 from explorer.engine.timeline import Unreadable, read_headers
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_numbers, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -46,7 +46,7 @@ def ids(api: httpx.Client) -> dict[str, int]:
     """Upload the captures compared here; map file name to id."""
     found = {}
     for name in NAMES:
-        answer = upload(api, shared_capture(name))
+        answer = upload(api, sample_capture(name))
         assert answer.status_code == 201, answer.text
         found[name] = int(answer.json()["id"])
     return found
@@ -64,7 +64,7 @@ def tshark_expert(name: str, display_filter: str = "") -> Counter[tuple[str, str
     counts: Counter[tuple[str, str, str, str]] = Counter()
     severity = ""
     totals: dict[str, int] = {}
-    for line in tshark("-2", "-q", "-r", str(shared_capture(name)), "-z", argument).splitlines():
+    for line in tshark("-2", "-q", "-r", str(sample_capture(name)), "-z", argument).splitlines():
         section = SECTION_LINE.match(line)
         if section:
             severity = SECTIONS[section[1]]
@@ -82,7 +82,7 @@ def tshark_io(name: str, seconds: str, display_filter: str = "") -> tuple[list[i
     """Parse `tshark -2 -z io,stat,SECONDS[,FILTER]` into frames and bytes per interval."""
     argument = f"io,stat,{seconds},{display_filter}" if display_filter else f"io,stat,{seconds}"
     frames, sizes = [], []
-    for line in tshark("-2", "-q", "-r", str(shared_capture(name)), "-z", argument).splitlines():
+    for line in tshark("-2", "-q", "-r", str(sample_capture(name)), "-z", argument).splitlines():
         row = IO_LINE.match(line)
         if row:
             frames.append(int(row[1]))
@@ -109,7 +109,7 @@ def test_expert_counts_match_tsharks_table(
     frames = [item["frame"] for item in body["items"]]
     assert frames == sorted(frames)
     if display_filter:
-        assert set(frames) <= set(tshark_numbers(shared_capture(name), display_filter))
+        assert set(frames) <= set(tshark_numbers(sample_capture(name), display_filter))
 
 
 def test_the_summary_lists_the_most_severe_first(api: httpx.Client, ids: dict[str, int]) -> None:
@@ -192,7 +192,7 @@ def test_the_expert_filter_on_a_message_finds_its_packets(api: httpx.Client, ids
     match = re.search(r'class="expert-row" data-filter="([^"]*)" data-count="58"', html)
     assert match
     expression = match[1].replace("&quot;", '"')
-    assert tshark_numbers(shared_capture("http_espn.pcapng"), expression) == [
+    assert tshark_numbers(sample_capture("http_espn.pcapng"), expression) == [
         item["frame"]
         for item in get_ok(api, f"/api/captures/{ident}/expert")["items"]
         if item["message"] == "HTTP/1.1 200 OK\\r\\n"
@@ -218,7 +218,7 @@ def test_the_io_graph_page_draws_bars_that_link_to_their_packets(
     link_filter = parse_qs(urlsplit(hrefs[0].replace("&amp;", "&")).query)["filter"][0]
     assert link_filter == "(http) && frame.time_relative >= 3 && frame.time_relative < 4"
     frames, _ = tshark_io("bro.org.pcap", "1", "http")
-    assert len(tshark_numbers(shared_capture("bro.org.pcap"), link_filter)) == frames[3]
+    assert len(tshark_numbers(sample_capture("bro.org.pcap"), link_filter)) == frames[3]
     assert page.text.count('class="io-bar"') == sum(1 for n in frames if n)
     # Zooming in keeps the series and narrows the bars to the range.
     zoomed = api.get(
@@ -387,7 +387,7 @@ def synthetic_stamps() -> list[int]:
 
 def sparse_pcap(folder: Path) -> Path:
     """Copies of dns-tcp.pcap 2 and 5 years after the first, and one a day before it, appended."""
-    source = shared_capture("dns-tcp.pcap")
+    source = sample_capture("dns-tcp.pcap")
     parts = [source]
     for index, shift in enumerate(["63072000.25", "157766400.5", "-86400"]):
         part = folder / f"part{index}.pcap"
@@ -405,7 +405,7 @@ def long_captures(api: httpx.Client, tmp_path_factory: pytest.TempPathFactory) -
     folder = tmp_path_factory.mktemp("long")
     files = {
         "sparse-dns-tcp.pcap": sparse_pcap(folder),
-        "ndpi-rtp.pcapng": shared_capture("ndpi-rtp.pcapng"),
+        "ndpi-rtp.pcapng": sample_capture("ndpi-rtp.pcapng"),
     }
     for name, content in {
         "nano-le.pcap": pcap_bytes(synthetic_stamps(), nano=True, order="<"),
@@ -509,9 +509,9 @@ def test_it_reads_frame_times_and_lengths_as_wireshark_does(
 @pytest.mark.parametrize(
     "name", ["pptp.pcap", "tcp-handshake-nano.pcap", "ndpi-rtp.pcapng", "synscan.pcapng"]
 )
-def test_it_reads_shared_captures_as_wireshark_does(name: str) -> None:
-    timeline = read_headers(shared_capture(name))
-    assert list(zip(timeline.offsets, timeline.lengths, strict=True)) == tshark_frames(shared_capture(name))
+def test_it_reads_sample_captures_as_wireshark_does(name: str) -> None:
+    timeline = read_headers(sample_capture(name))
+    assert list(zip(timeline.offsets, timeline.lengths, strict=True)) == tshark_frames(sample_capture(name))
 
 
 def test_it_leaves_link_types_with_a_pseudo_header_to_the_engine(

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Server, shared_capture, tshark, tshark_numbers, upload
+from .conftest import Server, sample_capture, tshark, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -29,7 +29,7 @@ CASES = [
 def ids(api: httpx.Client) -> dict[str, int]:
     found = {}
     for name, _ in CASES:
-        answer = upload(api, shared_capture(name))
+        answer = upload(api, sample_capture(name))
         assert answer.status_code == 201, answer.text
         found[name] = int(answer.json()["id"])
     return found
@@ -68,17 +68,17 @@ def test_export_holds_the_displayed_frames(
     exported = tmp_path / "export.pcapng"
     exported.write_bytes(response.content)
     assert "pcapng" in file_type(exported)
-    expected = frames(shared_capture(name), display_filter)
-    assert len(expected) == len(tshark_numbers(shared_capture(name), display_filter or "frame"))
+    expected = frames(sample_capture(name), display_filter)
+    assert len(expected) == len(tshark_numbers(sample_capture(name), display_filter or "frame"))
     assert frames(exported) == expected
 
 
 def test_export_range(api: httpx.Client, ids: dict[str, int], tmp_path: Path) -> None:
     name = "http_espn.pcapng"
-    numbers = tshark_numbers(shared_capture(name), "http")
+    numbers = tshark_numbers(sample_capture(name), "http")
     first, last = numbers[2], numbers[-3]
     path = export(api, ids[name], tmp_path, filter="http", first=str(first), last=str(last))
-    expected = frames(shared_capture(name), f"http && frame.number >= {first} && frame.number <= {last}")
+    expected = frames(sample_capture(name), f"http && frame.number >= {first} && frame.number <= {last}")
     assert len(expected) == len(numbers) - 4
     assert frames(path) == expected
     # The form's "all displayed" choice ignores the range fields.
@@ -125,7 +125,7 @@ def test_a_direct_export_is_removed_after_download(
 @pytest.fixture(scope="module")
 def tshark_objects(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("objects")
-    tshark("-2", "-q", "-r", str(shared_capture("http_espn.pcapng")), "--export-objects", f"http,{directory}")
+    tshark("-2", "-q", "-r", str(sample_capture("http_espn.pcapng")), "--export-objects", f"http,{directory}")
     return directory
 
 

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import OWNER, Server, repeated_synscan, shared_capture, tshark_numbers, upload
+from .conftest import OWNER, Server, repeated_synscan, sample_capture, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -59,7 +59,7 @@ def frames_in(data: bytes, tmp_path: Path) -> int:
 
 
 def test_an_export_job_writes_the_displayed_frames_of_its_range(client: httpx.Client, tmp_path: Path) -> None:
-    path = shared_capture("http_espn.pcapng")
+    path = sample_capture("http_espn.pcapng")
     capture_id = stored(client, path)
     made = client.post(
         f"/api/captures/{capture_id}/exports", json={"filter": "http", "first": 10, "last": 600}
@@ -78,7 +78,7 @@ def test_an_export_job_writes_the_displayed_frames_of_its_range(client: httpx.Cl
 
 
 def test_a_bad_filter_or_range_is_refused_before_anything_is_queued(client: httpx.Client) -> None:
-    capture_id = stored(client, shared_capture("dns-udp.pcap"))
+    capture_id = stored(client, sample_capture("dns-udp.pcap"))
     bad_filter = client.post(f"/api/captures/{capture_id}/exports", json={"filter": "tcp.port =="})
     assert bad_filter.status_code == 400
     assert bad_filter.json()["error"] == "Unexpected end of filter expression."
@@ -132,7 +132,7 @@ def test_an_export_whose_server_was_killed_runs_again_once_asked_about(
 def test_the_sweep_removes_the_records_of_exports_finished_a_week_ago(
     restartable: Server, client: httpx.Client
 ) -> None:
-    capture_id = stored(client, shared_capture("dns-udp.pcap"))
+    capture_id = stored(client, sample_capture("dns-udp.pcap"))
     urls = []
     for _ in range(2):
         made = client.post(f"/api/captures/{capture_id}/exports", json={"filter": "dns"})

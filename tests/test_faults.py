@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import OWNER, Server, shared_capture, upload
+from .conftest import OWNER, Server, sample_capture, upload
 
 pytestmark = pytest.mark.engine
 
@@ -82,10 +82,10 @@ def test_the_captures_folder_is_small(cramped: Server) -> None:
 
 
 def test_a_full_disk_refuses_the_upload_and_keeps_nothing(cramped: Server) -> None:
-    assert shared_capture(BIG).stat().st_size > DISK_SIZE
+    assert sample_capture(BIG).stat().st_size > DISK_SIZE
     with cramped.client(OWNER) as client:
         before = kept_files(cramped)
-        response = upload(client, shared_capture(BIG))
+        response = upload(client, sample_capture(BIG))
         assert response.status_code == 507, response.text
         assert response.json() == {"error": DISK_FULL}
         assert capture_names(client) == []
@@ -96,8 +96,8 @@ def test_a_full_disk_refuses_every_file_of_the_request(cramped: Server) -> None:
     with cramped.client(OWNER) as client:
         before = kept_files(cramped)
         files = [
-            ("file", ("dns-udp.pcap", shared_capture("dns-udp.pcap").read_bytes())),
-            ("file", (BIG, shared_capture(BIG).read_bytes())),
+            ("file", ("dns-udp.pcap", sample_capture("dns-udp.pcap").read_bytes())),
+            ("file", (BIG, sample_capture(BIG).read_bytes())),
         ]
         response = client.post("/api/captures/", files=files)
         assert response.status_code == 507, response.text
@@ -112,7 +112,7 @@ def test_a_full_disk_is_explained_on_the_upload_page(cramped: Server) -> None:
         response = browser.post(
             "/captures/upload/",
             data={"csrfmiddlewaretoken": browser.cookies["csrftoken"]},
-            files={"file": (BIG, shared_capture(BIG).read_bytes())},
+            files={"file": (BIG, sample_capture(BIG).read_bytes())},
         )
         assert response.status_code == 507
         assert response.headers["content-type"].startswith("text/html")
@@ -122,8 +122,8 @@ def test_a_full_disk_is_explained_on_the_upload_page(cramped: Server) -> None:
 
 def test_uploads_that_fit_are_stored_after_a_full_disk(cramped: Server) -> None:
     with cramped.client(OWNER) as client:
-        assert upload(client, shared_capture(BIG)).status_code == 507
-        response = upload(client, shared_capture("http_google.pcapng"))
+        assert upload(client, sample_capture(BIG)).status_code == 507
+        response = upload(client, sample_capture("http_google.pcapng"))
         assert response.status_code == 201, response.text
         assert capture_names(client) == ["http_google.pcapng"]
         assert client.get(f"/api/captures/{response.json()['id']}/packets").json()["total"] == 12
@@ -144,7 +144,7 @@ def test_requests_fail_cleanly_while_the_database_is_away_and_succeed_after(
             server.client(OWNER) as client,
             httpx.Client(base_url=server.url, timeout=60, cookies=cookies) as browser,
         ):
-            stored = upload(client, shared_capture("http_google.pcapng"))
+            stored = upload(client, sample_capture("http_google.pcapng"))
             assert stored.status_code == 201, stored.text
             ident = stored.json()["id"]
             files_before = kept_files(server)
@@ -168,7 +168,7 @@ def test_requests_fail_cleanly_while_the_database_is_away_and_succeed_after(
                     assert 'id="unavailable"' in response.text
                     assert "The database is unavailable for a moment." in response.text
                 # An upload is refused and leaves nothing behind.
-                refused = upload(client, shared_capture("dns-udp.pcap"))
+                refused = upload(client, sample_capture("dns-udp.pcap"))
                 assert refused.status_code == 503, refused.text
                 # The staged file is removed once the answer is sent.
                 deadline = time.monotonic() + 10
@@ -181,6 +181,6 @@ def test_requests_fail_cleanly_while_the_database_is_away_and_succeed_after(
             assert capture_names(client) == ["http_google.pcapng"]
             assert client.get(f"/api/captures/{ident}/packets").json()["total"] == 12
             assert browser.get("/").status_code == 200
-            assert upload(client, shared_capture("dns-udp.pcap")).status_code == 201
+            assert upload(client, sample_capture("dns-udp.pcap")).status_code == 201
     finally:
         server.stop()

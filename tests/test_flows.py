@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_numbers, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -62,7 +62,7 @@ def tshark_directions(path: Path, display_filter: str = "tcp") -> list[tuple[int
 
 
 def test_it_draws_the_three_way_handshake(api: httpx.Client, uploaded: dict[str, Any]) -> None:
-    path = shared_capture("tcp_handshake.pcapng")
+    path = sample_capture("tcp_handshake.pcapng")
     body = flow(api, ident(uploaded, "tcp_handshake.pcapng"))
 
     assert body["filter"] == "tcp"
@@ -81,7 +81,7 @@ def test_it_draws_the_three_way_handshake(api: httpx.Client, uploaded: dict[str,
 
 
 def test_it_draws_the_close_with_fins(api: httpx.Client, uploaded: dict[str, Any]) -> None:
-    path = shared_capture("tcp_teardown.pcapng")
+    path = sample_capture("tcp_teardown.pcapng")
     body = flow(api, ident(uploaded, "tcp_teardown.pcapng"))
     assert [a["flags"] for a in body["arrows"]] == ["FIN, ACK", "ACK", "FIN, ACK", "ACK"]
     assert [(a["frame"], a["source"], a["destination"]) for a in body["arrows"]] == tshark_directions(path)
@@ -103,7 +103,7 @@ def test_it_draws_the_close_with_fins(api: httpx.Client, uploaded: dict[str, Any
 def test_its_arrows_are_the_packets_tshark_displays(
     api: httpx.Client, uploaded: dict[str, Any], name: str, display_filter: str
 ) -> None:
-    path = shared_capture(name)
+    path = sample_capture(name)
     body = flow(api, ident(uploaded, name), filter=display_filter)
     assert [a["frame"] for a in body["arrows"]] == tshark_numbers(path, display_filter)
     assert body["total"] == len(body["arrows"])
@@ -118,7 +118,7 @@ def test_its_arrows_are_the_packets_tshark_displays(
 
 
 def test_a_stream_and_a_non_tcp_filter(api: httpx.Client, uploaded: dict[str, Any]) -> None:
-    path = shared_capture("dns-tcp.pcap")
+    path = sample_capture("dns-tcp.pcap")
     body = flow(api, ident(uploaded, "dns-tcp.pcap"), stream=1)
     assert body["filter"] == "tcp.stream eq 1"
     assert [a["frame"] for a in body["arrows"]] == tshark_numbers(path, "tcp.stream eq 1")
@@ -126,14 +126,14 @@ def test_a_stream_and_a_non_tcp_filter(api: httpx.Client, uploaded: dict[str, An
 
     # Without TCP the nodes are hosts, and the label is the protocol.
     icmp = flow(api, ident(uploaded, "icmp_echo.pcapng"), filter="icmp")
-    rows = tshark_fields(shared_capture("icmp_echo.pcapng"), "icmp", "frame.number", "ip.src", "ip.dst")
+    rows = tshark_fields(sample_capture("icmp_echo.pcapng"), "icmp", "frame.number", "ip.src", "ip.dst")
     assert [[str(a["frame"]), a["source"], a["destination"]] for a in icmp["arrows"]] == rows
     assert {a["flags"] for a in icmp["arrows"]} == {""}
     assert {a["seq"] for a in icmp["arrows"]} == {None}
 
 
 def test_it_pages_through_a_long_capture(api: httpx.Client, uploaded: dict[str, Any]) -> None:
-    path = shared_capture("synscan.pcapng")
+    path = sample_capture("synscan.pcapng")
     capture_id = ident(uploaded, "synscan.pcapng")
     expected = tshark_numbers(path, "tcp")
     assert len(expected) > 1000

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_follow, tshark_numbers, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark, tshark_follow, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -53,7 +53,7 @@ def side_bytes(segments: list[tuple[str, bytes]], side: str) -> bytes:
 def test_it_follows_a_stream_as_tshark_does(
     api: httpx.Client, uploaded: dict[str, Any], name: str, kind: str, stream: int
 ) -> None:
-    path = shared_capture(name)
+    path = sample_capture(name)
     nodes, expected = tshark_follow(path, kind, stream)
     body = follow(api, ident(uploaded, name), kind, stream)
     shown = [(s["side"], base64.b64decode(s["bytes"])) for s in body["segments"]]
@@ -81,7 +81,7 @@ def test_http_follow_returns_the_http_messages(api: httpx.Client, uploaded: dict
 
 
 def test_the_raw_download_holds_one_side_or_both(api: httpx.Client, uploaded: dict[str, Any]) -> None:
-    path = shared_capture("http_post.pcapng")
+    path = sample_capture("http_post.pcapng")
     _, expected = tshark_follow(path, "TCP", 0)
     url = f"/api/captures/{ident(uploaded, 'http_post.pcapng')}/follow/raw"
     for side in ("client", "server", "both"):
@@ -103,7 +103,7 @@ def test_it_refuses_an_unknown_kind_or_stream(api: httpx.Client, uploaded: dict[
     answer = api.get(url, params={"kind": "TCP", "stream": -1})
     assert answer.status_code == 400
     # Beyond the last stream: a clear error rather than an empty conversation.
-    streams = tshark("-r", str(shared_capture("http_google.pcapng")), "-T", "fields", "-e", "tcp.stream")
+    streams = tshark("-r", str(sample_capture("http_google.pcapng")), "-T", "fields", "-e", "tcp.stream")
     beyond = max(int(s) for s in streams.split()) + 1
     answer = api.get(url, params={"kind": "TCP", "stream": beyond})
     assert answer.status_code == 400

@@ -16,7 +16,7 @@ import pytest
 
 from bench import fuzz
 
-from .conftest import ARTIFACTS, SHARED_CAPTURES, Server, shared_capture, tshark_numbers, upload
+from .conftest import ARTIFACTS, SAMPLE_CAPTURES, Server, sample_capture, tshark_numbers, upload
 
 pytestmark = [pytest.mark.engine, pytest.mark.slow]
 
@@ -64,7 +64,7 @@ async def test_damaged_captures_are_explorable_or_refused_with_a_clear_message(f
     async with httpx.AsyncClient(
         base_url=fuzz_server.url, headers=fuzz_server.owner_headers(), timeout=CLIENT_TIMEOUT
     ) as client:
-        outcomes = await fuzz.run(client, fuzz.samples(SHARED_CAPTURES, FILES, SEED), workers=8, batch_size=4)
+        outcomes = await fuzz.run(client, fuzz.samples(SAMPLE_CAPTURES, FILES, SEED), workers=8, batch_size=4)
     seconds = time.monotonic() - started
     table = fuzz.outcome_table(outcomes)
     report = f"{len(outcomes)} damaged files (seed {SEED}) in {seconds:.0f} s\n\n{table}\n"
@@ -80,7 +80,7 @@ async def test_damaged_captures_are_explorable_or_refused_with_a_clear_message(f
 
     # The server still answers, still dissects, and kept to its limit of sessions.
     with fuzz_server.client("owner") as api:
-        path = shared_capture("http_google.pcapng")
+        path = sample_capture("http_google.pcapng")
         [capture] = upload(api, path).json()["captures"]
         page = api.get(f"/api/captures/{capture['id']}/packets", params={"filter": "http"})
         assert page.status_code == 200, page.text

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import OWNER, Server, all_packets, shared_capture, tshark_rows
+from .conftest import OWNER, Server, all_packets, sample_capture, tshark_rows
 
 pytestmark = pytest.mark.engine
 
@@ -32,8 +32,8 @@ def stored_files(server: Server) -> set[Path]:
 
 
 def test_it_imports_good_files_and_reports_the_bad_one(api: httpx.Client, server: Server) -> None:
-    good = [shared_capture("dns-tcp.pcap"), shared_capture("tcp_dupack.pcapng")]
-    bad = shared_capture("MANIFEST.tsv")
+    good = [sample_capture("dns-tcp.pcap"), sample_capture("tcp_dupack.pcapng")]
+    bad = sample_capture("MANIFEST.tsv")
     before_files = stored_files(server)
 
     result = server.manage("import_capture", "--owner", OWNER, str(good[0]), str(good[1]), str(bad))
@@ -62,7 +62,7 @@ def test_it_imports_good_files_and_reports_the_bad_one(api: httpx.Client, server
 
 
 def test_all_good_files_exit_zero(api: httpx.Client, server: Server) -> None:
-    path = shared_capture("truncated_dns_2.pcap")
+    path = sample_capture("truncated_dns_2.pcap")
     result = server.manage("import_capture", "--owner", OWNER, str(path))
     assert result.returncode == 0, result.stderr
     (line,) = json_lines(result.stdout)
@@ -101,7 +101,7 @@ def test_a_bad_file_alone_exits_non_zero_with_its_error(
 def test_a_file_over_the_limit_is_not_imported(api: httpx.Client, server: Server, tmp_path: Path) -> None:
     path = tmp_path / "huge.pcap"
     with open(path, "wb") as handle:
-        handle.write(shared_capture("dns-udp.pcap").read_bytes())
+        handle.write(sample_capture("dns-udp.pcap").read_bytes())
         handle.truncate(8 * 1024 * 1024 + 1)
     before = stored_files(server)
     result = server.manage("import_capture", "--owner", OWNER, str(path))
@@ -112,7 +112,7 @@ def test_a_file_over_the_limit_is_not_imported(api: httpx.Client, server: Server
 
 
 def test_without_an_owner_only_staff_see_the_import(api: httpx.Client, server: Server) -> None:
-    result = server.manage("import_capture", str(shared_capture("arp_resolution.pcapng")))
+    result = server.manage("import_capture", str(sample_capture("arp_resolution.pcapng")))
     assert result.returncode == 0, result.stderr
     (line,) = json_lines(result.stdout)
     assert api.get(f"/api/captures/{line['id']}/").status_code == 404
@@ -120,7 +120,7 @@ def test_without_an_owner_only_staff_see_the_import(api: httpx.Client, server: S
     with server.client("importer-admin") as staff:
         assert staff.get(f"/api/captures/{line['id']}/").status_code == 200
     unknown = server.manage(
-        "import_capture", "--owner", "nobody-here", str(shared_capture("arp_resolution.pcapng"))
+        "import_capture", "--owner", "nobody-here", str(sample_capture("arp_resolution.pcapng"))
     )
     assert unknown.returncode != 0
     assert "no user called 'nobody-here'" in unknown.stderr

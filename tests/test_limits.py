@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import OWNER, PASSWORD, TEST_UPLOAD_LIMIT_MB, Server, shared_capture, upload
+from .conftest import OWNER, PASSWORD, TEST_UPLOAD_LIMIT_MB, Server, sample_capture, upload
 
 pytestmark = pytest.mark.engine
 
@@ -78,8 +78,8 @@ def quota_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 def test_it_refuses_a_capture_beyond_the_count_per_user(quota_server: Server) -> None:
     with new_user(quota_server, "counted") as client:
         for name in ("dns-udp.pcap", "icmp_echo.pcapng", "tcp_handshake.pcapng"):
-            assert upload(client, shared_capture(name)).status_code == 201
-        refused = upload(client, shared_capture("arp_resolution.pcapng"))
+            assert upload(client, sample_capture(name)).status_code == 201
+        refused = upload(client, sample_capture("arp_resolution.pcapng"))
         assert refused.status_code == 413, refused.text
         assert refused.json() == {"error": COUNT_MESSAGE}
         assert capture_names(client) == ["dns-udp.pcap", "icmp_echo.pcapng", "tcp_handshake.pcapng"]
@@ -87,18 +87,18 @@ def test_it_refuses_a_capture_beyond_the_count_per_user(quota_server: Server) ->
         # Deleting one makes room for one.
         first = client.get("/api/captures/", params={"owner": "mine"}).json()[0]["id"]
         assert client.delete(f"/api/captures/{first}/").status_code == 204
-        assert upload(client, shared_capture("arp_resolution.pcapng")).status_code == 201
+        assert upload(client, sample_capture("arp_resolution.pcapng")).status_code == 201
 
 
 def test_the_count_is_per_user(quota_server: Server) -> None:
     with new_user(quota_server, "other-counted") as client:
-        assert upload(client, shared_capture("dns-udp.pcap")).status_code == 201
+        assert upload(client, sample_capture("dns-udp.pcap")).status_code == 201
 
 
 def test_files_of_one_request_beyond_the_count_are_listed_as_errors(quota_server: Server) -> None:
     names = ["dns-udp.pcap", "icmp_echo.pcapng", "tcp_handshake.pcapng", "arp_resolution.pcapng"]
     with new_user(quota_server, "many-at-once") as client:
-        files = [("file", (name, shared_capture(name).read_bytes())) for name in names]
+        files = [("file", (name, sample_capture(name).read_bytes())) for name in names]
         response = client.post("/api/captures/", files=files)
         assert response.status_code == 201, response.text
         body = response.json()
@@ -109,17 +109,17 @@ def test_files_of_one_request_beyond_the_count_are_listed_as_errors(quota_server
 
 def test_it_refuses_a_capture_beyond_the_megabytes_per_user(quota_server: Server) -> None:
     with new_user(quota_server, "heavy") as client:
-        assert upload(client, shared_capture("http_espn.pcapng")).status_code == 201  # 685 kB
+        assert upload(client, sample_capture("http_espn.pcapng")).status_code == 201  # 685 kB
         # 507 kB more would pass 1 MB: its bytes are dropped as they arrive.
-        refused = upload(client, shared_capture("bro.org.pcap"))
+        refused = upload(client, sample_capture("bro.org.pcap"))
         assert refused.status_code == 413, refused.text
         assert refused.json() == {"error": STORAGE_MESSAGE}
         # Declared larger than what is left: refused before the body is read.
-        refused = upload(client, shared_capture("smb3_multichannel.pcap"))
+        refused = upload(client, sample_capture("smb3_multichannel.pcap"))
         assert refused.status_code == 413, refused.text
         assert refused.json() == {"error": STORAGE_MESSAGE}
         # A small one still fits.
-        assert upload(client, shared_capture("dns-udp.pcap")).status_code == 201
+        assert upload(client, sample_capture("dns-udp.pcap")).status_code == 201
         assert capture_names(client) == ["dns-udp.pcap", "http_espn.pcapng"]
     assert staged_files(quota_server) == []
 
@@ -153,7 +153,7 @@ def test_the_megabytes_are_counted_while_an_upload_of_unknown_length_streams(quo
 def test_the_page_shows_the_limit_as_a_message(quota_server: Server) -> None:
     quota_server.create_user("page-user")
     with page_client(quota_server, "page-user") as browser:
-        response = page_upload(browser, shared_capture("http_espn.pcapng"), shared_capture("bro.org.pcap"))
+        response = page_upload(browser, sample_capture("http_espn.pcapng"), sample_capture("bro.org.pcap"))
         assert response.status_code == 302, response.text
         listing = browser.get("/")
         assert "http_espn.pcapng: stored" in listing.text
@@ -281,18 +281,18 @@ def test_failed_sign_ins_are_limited_per_username(rated: Server) -> None:
 def test_uploads_are_limited_per_user(rated: Server) -> None:
     with new_user(rated, "uploader") as client:
         for _ in range(2):
-            assert upload(client, shared_capture("dns-udp.pcap")).status_code == 201
-        refused = upload(client, shared_capture("dns-udp.pcap"))
+            assert upload(client, sample_capture("dns-udp.pcap")).status_code == 201
+        refused = upload(client, sample_capture("dns-udp.pcap"))
         assert_too_many(refused, "too many uploads")
         assert len(capture_names(client)) == 2
     assert staged_files(rated) == []
     with new_user(rated, "another-uploader") as client:
-        assert upload(client, shared_capture("dns-udp.pcap")).status_code == 201
+        assert upload(client, sample_capture("dns-udp.pcap")).status_code == 201
 
 
 def test_new_filters_and_statistics_are_limited_per_user(rated: Server) -> None:
     with new_user(rated, "filterer") as client:
-        answer = upload(client, shared_capture("http_google.pcapng"))
+        answer = upload(client, sample_capture("http_google.pcapng"))
         assert answer.status_code == 201, answer.text
         capture = answer.json()["id"]
         packets = f"/api/captures/{capture}/packets"
@@ -313,7 +313,7 @@ def test_new_filters_and_statistics_are_limited_per_user(rated: Server) -> None:
         assert 'id="too-many-requests"' in page.text
     # Someone else has a bucket of their own.
     with rated.client(OWNER) as owner:
-        answer = upload(owner, shared_capture("http_google.pcapng"))
+        answer = upload(owner, sample_capture("http_google.pcapng"))
         assert answer.status_code == 201, answer.text
         response = owner.get(f"/api/captures/{answer.json()['id']}/packets", params={"filter": "udp"})
         assert response.status_code == 200
@@ -370,7 +370,7 @@ def filter_routes(capture: int, expression: str) -> dict[str, dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def google(api: httpx.Client) -> int:
-    answer = upload(api, shared_capture("http_google.pcapng"))
+    answer = upload(api, sample_capture("http_google.pcapng"))
     assert answer.status_code == 201, answer.text
     return int(answer.json()["id"])
 
@@ -469,7 +469,7 @@ def upload_named(client: httpx.Client, path: Path, name: str) -> httpx.Response:
 def test_every_download_is_an_attachment_with_a_safe_name(
     api: httpx.Client, server: Server, sent: str, shown: str
 ) -> None:
-    answer = upload_named(api, shared_capture("http_google.pcapng"), sent)
+    answer = upload_named(api, sample_capture("http_google.pcapng"), sent)
     assert answer.status_code == 201, answer.text
     capture = answer.json()["captures"][0]
     assert capture["name"] == shown

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from websockets.asyncio.client import connect
 
-from .conftest import PASSWORD, Server, shared_capture
+from .conftest import PASSWORD, Server, sample_capture
 from .services import PostgresServer, RedisServer
 from .test_live_stream import single_pass_rows
 from .test_multiprocess import running_pair
@@ -46,7 +46,7 @@ async def test_a_viewer_of_one_process_sees_a_stream_received_by_the_other(
     pair: tuple[Server, Server],
 ) -> None:
     first, second = pair
-    original = shared_capture("http_espn.pcapng")
+    original = sample_capture("http_espn.pcapng")
     data = original.read_bytes()
 
     async def slowly() -> AsyncIterator[bytes]:
@@ -78,7 +78,7 @@ async def test_a_viewer_of_one_process_sees_a_stream_received_by_the_other(
 
 async def test_a_stop_on_one_process_ends_a_stream_received_by_the_other(pair: tuple[Server, Server]) -> None:
     first, second = pair
-    data = shared_capture("bro.org.pcap").read_bytes()
+    data = sample_capture("bro.org.pcap").read_bytes()
     sent = 200_000
     release = asyncio.Event()
 

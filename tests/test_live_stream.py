@@ -25,7 +25,7 @@ from .conftest import (
     TEST_UPLOAD_LIMIT_MB,
     Server,
     all_packets,
-    shared_capture,
+    sample_capture,
     tshark_rows,
 )
 
@@ -92,7 +92,7 @@ def rows_seen(messages: list[dict[str, Any]]) -> dict[int, list[str]]:
 
 
 async def test_it_shows_a_stream_live_and_stores_every_packet(server: Server, api: httpx.Client) -> None:
-    original = shared_capture("http_espn.pcapng")
+    original = sample_capture("http_espn.pcapng")
     data = original.read_bytes()
     async with httpx.AsyncClient(base_url=server.url, headers=server.owner_headers(), timeout=120) as client:
         sending = asyncio.create_task(
@@ -139,7 +139,7 @@ def raw_put(server: Server, name: str, chunks: list[bytes], token: str) -> socke
 def test_it_keeps_the_whole_packets_of_a_stream_cut_mid_packet(
     server: Server, api: httpx.Client, tmp_path: Path
 ) -> None:
-    data = shared_capture("bro.org.pcap").read_bytes()
+    data = sample_capture("bro.org.pcap").read_bytes()
     cut = 100_003  # inside a packet
     sock = raw_put(
         server, "cut-stream", [data[:50_000], data[50_000:cut]], server.owner_headers()["Authorization"][6:]
@@ -173,7 +173,7 @@ def test_it_refuses_a_stream_that_is_not_a_capture(server: Server) -> None:
 
 
 def test_it_asks_for_a_token(server: Server) -> None:
-    data = shared_capture("http_google.pcapng").read_bytes()
+    data = sample_capture("http_google.pcapng").read_bytes()
     answer = httpx.put(server.url + "/api/live/anonymous", content=data, timeout=30)
     assert answer.status_code == 401
     assert "API token" in answer.json()["error"]
@@ -196,7 +196,7 @@ def single_pass_numbers(path: Path, display_filter: str) -> list[int]:
 
 
 async def test_a_viewer_sees_only_what_its_display_filter_matches(server: Server) -> None:
-    original = shared_capture("http_espn.pcapng")
+    original = sample_capture("http_espn.pcapng")
     data = original.read_bytes()
     half = len(data) // 2
     url_of = f"ws://127.0.0.1:{server.port}/ws/live/{{}}/"
@@ -244,7 +244,7 @@ async def test_a_viewer_sees_only_what_its_display_filter_matches(server: Server
 
 
 def test_it_keeps_the_packets_before_a_damaged_record(server: Server, api: httpx.Client) -> None:
-    data = shared_capture("dns-udp.pcap").read_bytes()
+    data = sample_capture("dns-udp.pcap").read_bytes()
     whole = data[:24]
     offset = 24
     for _ in range(2):  # the header and two whole packets
@@ -265,7 +265,7 @@ def test_it_keeps_the_packets_before_a_damaged_record(server: Server, api: httpx
 
 
 async def test_it_stores_a_stream_when_it_reaches_the_size_limit(server: Server, api: httpx.Client) -> None:
-    data = shared_capture("bro.org.pcap").read_bytes()
+    data = sample_capture("bro.org.pcap").read_bytes()
     records = data[24:]
     limit = TEST_UPLOAD_LIMIT_MB * 1024 * 1024
 
@@ -335,7 +335,7 @@ def tshark_protocols(path: Path, number: int) -> list[str]:
 
 
 async def test_it_shows_the_details_of_a_packet_while_recording(server: Server) -> None:
-    original = shared_capture("http_espn.pcapng")
+    original = sample_capture("http_espn.pcapng")
     data = original.read_bytes()
     half = len(data) // 2
     number = single_pass_numbers(original, "http.request")[0]

@@ -11,7 +11,7 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from .conftest import Server, shared_capture
+from .conftest import Server, sample_capture
 from .test_live_capture import post_form, signed_in
 from .test_live_stream import chunks_of, rows_seen
 
@@ -60,7 +60,7 @@ async def watch_until_ended(server: Server, live_id: int, token: str) -> list[di
 async def test_a_teammate_watches_the_stream_and_sees_the_stored_capture(
     server: Server, tokens: dict[str, str]
 ) -> None:
-    data = shared_capture("http_espn.pcapng").read_bytes()
+    data = sample_capture("http_espn.pcapng").read_bytes()
     async with httpx.AsyncClient(base_url=server.url, headers=headers(tokens[SENDER]), timeout=120) as sender:
         sending = asyncio.create_task(
             sender.put("/api/live/crew-stream", params={"team": TEAM}, content=chunks_of(data, 20_000, 0.05))
@@ -96,7 +96,7 @@ async def test_a_teammate_watches_the_stream_and_sees_the_stored_capture(
 
 
 def test_a_stream_for_a_team_the_sender_is_not_in_is_refused(server: Server, tokens: dict[str, str]) -> None:
-    data = shared_capture("http_espn.pcapng").read_bytes()[:4096]
+    data = sample_capture("http_espn.pcapng").read_bytes()[:4096]
     answer = httpx.put(
         f"{server.url}/api/live/not-mine",
         params={"team": TEAM},

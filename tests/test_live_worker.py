@@ -21,7 +21,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from . import test_live_capture as live_capture
-from .conftest import ROOT, Server, shared_capture
+from .conftest import ROOT, Server, sample_capture
 from .services import PostgresServer, RedisServer
 from .test_live_capture import web_server  # noqa: F401 - the fixture
 from .test_live_stream import as_cells, single_pass_numbers, single_pass_rows, wait_for_live
@@ -121,7 +121,7 @@ class Viewer:
 async def test_a_worker_decodes_the_stream_and_the_next_one_takes_over_when_it_is_killed(
     recorder: Server,
 ) -> None:
-    original = shared_capture("http_espn.pcapng")
+    original = sample_capture("http_espn.pcapng")
     data = original.read_bytes()
     expected = single_pass_rows(original)
     expected_filtered = single_pass_numbers(original, FILTER)
@@ -197,7 +197,7 @@ async def test_a_worker_decodes_the_stream_and_the_next_one_takes_over_when_it_i
 
 
 async def test_a_capture_stored_while_no_worker_ran_is_stored_whole(recorder: Server) -> None:
-    original = shared_capture("dns-udp.pcap")
+    original = sample_capture("dns-udp.pcap")
     headers = recorder.owner_headers()
     async with httpx.AsyncClient(base_url=recorder.url, headers=headers, timeout=60) as client:
         answer = await client.put("/api/live/no-worker", content=original.read_bytes())

@@ -10,14 +10,14 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_numbers, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark, tshark_numbers, upload
 
 CAPTURE = "http_espn.pcapng"
 
 
 @pytest.fixture(scope="module")
 def espn(api: httpx.Client) -> int:
-    answer = upload(api, shared_capture(CAPTURE))
+    answer = upload(api, sample_capture(CAPTURE))
     assert answer.status_code == 201, answer.text
     return int(answer.json()["id"])
 
@@ -41,7 +41,7 @@ def frames_of(numbers: list[int]) -> list[str]:
     selection = " || ".join(f"frame.number == {n}" for n in numbers)
     return tshark(
         "-r",
-        str(shared_capture(CAPTURE)),
+        str(sample_capture(CAPTURE)),
         "-Y",
         selection,
         "-T",
@@ -58,7 +58,7 @@ def test_marks_are_kept_and_export_the_marked_displayed_frames(
     api: httpx.Client, espn: int, tmp_path: Path
 ) -> None:
     api.delete(f"/api/captures/{espn}/marks")
-    requests = tshark_numbers(shared_capture(CAPTURE), "http.request")
+    requests = tshark_numbers(sample_capture(CAPTURE), "http.request")
     chosen = [1, requests[0], requests[3], 900]
     for number in reversed(chosen):
         assert api.put(f"/api/captures/{espn}/marks/{number}").status_code == 204
@@ -109,7 +109,7 @@ def test_the_packet_menu_marks_packets_and_opens_the_views_of_a_packet(
     page: Page, api: httpx.Client, espn: int
 ) -> None:
     api.delete(f"/api/captures/{espn}/marks")
-    request = tshark_numbers(shared_capture(CAPTURE), "http.request")[0]
+    request = tshark_numbers(sample_capture(CAPTURE), "http.request")[0]
     page.goto(f"/captures/{espn}/")
     expect(page.locator("#status-load")).to_have_attribute("data-state", "ready", timeout=15_000)
     expect(page.locator("#packet-list")).not_to_have_class(re.compile(r"\bprovisional\b"))
@@ -163,7 +163,7 @@ def test_the_packet_menu_marks_packets_and_opens_the_views_of_a_packet(
     lengths = tshark("-r", str(exported), "-T", "fields", "-e", "frame.len").split()
     expected = tshark(
         "-r",
-        str(shared_capture(CAPTURE)),
+        str(sample_capture(CAPTURE)),
         "-Y",
         f"frame.number == 3 || frame.number == {request}",
         "-T",

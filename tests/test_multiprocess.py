@@ -19,7 +19,7 @@ from .conftest import (
     Server,
     children_of,
     commands_of,
-    shared_capture,
+    sample_capture,
     tshark_numbers,
     tshark_rows,
     upload,
@@ -115,7 +115,7 @@ def test_an_upload_through_one_is_listed_paged_and_filtered_through_the_other(
     clients: tuple[httpx.Client, httpx.Client],
 ) -> None:
     through_first, through_second = clients
-    path = shared_capture(SOURCE)
+    path = sample_capture(SOURCE)
     stored = upload(through_first, path)
     assert stored.status_code == 201, stored.text
     capture_id = stored.json()["id"]
@@ -156,7 +156,7 @@ def test_the_capture_is_loaded_once_for_both_servers(
 ) -> None:
     first, second = pair
     through_first, through_second = clients
-    stored = upload(through_first, shared_capture("dns-udp.pcap"))
+    stored = upload(through_first, sample_capture("dns-udp.pcap"))
     assert stored.status_code == 201, stored.text
     capture_id = stored.json()["id"]
     pages = [
@@ -197,7 +197,7 @@ async def test_a_viewer_of_one_sees_the_viewers_and_annotations_of_the_other(
 ) -> None:
     first, second = pair
     through_first, _ = clients
-    stored = await asyncio.to_thread(upload, through_first, shared_capture("http_google.pcapng"))
+    stored = await asyncio.to_thread(upload, through_first, sample_capture("http_google.pcapng"))
     assert stored.status_code == 201, stored.text
     capture_id = stored.json()["id"]
     headers = first.owner_headers()
@@ -233,7 +233,7 @@ async def test_viewers_of_both_processes_all_see_each_other_come_and_go(
 ) -> None:
     # One connection of each process answers a newcomer for all of that process's viewers.
     first, second = pair
-    stored = await asyncio.to_thread(upload, clients[0], shared_capture("dns-udp.pcap"))
+    stored = await asyncio.to_thread(upload, clients[0], sample_capture("dns-udp.pcap"))
     assert stored.status_code == 201, stored.text
     path = f"/ws/captures/{stored.json()['id']}/live/"
     headers = first.owner_headers()
@@ -274,7 +274,7 @@ async def test_viewers_of_a_live_process_stay_listed_and_those_of_a_dead_one_are
     first, second = next(pair)
     try:
         with httpx.Client(base_url=first.url, timeout=120, headers=first.owner_headers()) as client:
-            stored = await asyncio.to_thread(upload, client, shared_capture("dns-udp.pcap"))
+            stored = await asyncio.to_thread(upload, client, sample_capture("dns-udp.pcap"))
         assert stored.status_code == 201, stored.text
         path = f"/ws/captures/{stored.json()['id']}/live/"
         headers = first.owner_headers()
@@ -305,7 +305,7 @@ def test_the_upload_rate_limit_counts_the_requests_of_both_servers(pair: tuple[S
     first.create_user(UPLOADER)
     token = first.token(UPLOADER)
     headers = {"Authorization": f"Token {token}"}
-    path = shared_capture("dns-udp.pcap")
+    path = sample_capture("dns-udp.pcap")
     with (
         httpx.Client(base_url=first.url, timeout=120, headers=headers) as through_first,
         httpx.Client(base_url=second.url, timeout=120, headers=headers) as through_second,
@@ -330,7 +330,7 @@ async def test_a_viewer_idle_through_several_blocking_reads_still_gets_pushes(
 ) -> None:
     first, second = pair
     through_first, _ = clients
-    stored = await asyncio.to_thread(upload, through_first, shared_capture("dns-udp.pcap"))
+    stored = await asyncio.to_thread(upload, through_first, sample_capture("dns-udp.pcap"))
     assert stored.status_code == 201, stored.text
     capture_id = stored.json()["id"]
     url = f"ws://127.0.0.1:{second.port}/ws/captures/{capture_id}/live/"
@@ -354,7 +354,7 @@ async def test_fifty_viewers_of_one_capture_all_stay_connected_and_see_each_othe
     # of a process share one channel: its capacity must hold VIEWERS² presence messages.
     first, _ = pair
     through_first, _ = clients
-    stored = await asyncio.to_thread(upload, through_first, shared_capture("dns-udp.pcap"))
+    stored = await asyncio.to_thread(upload, through_first, sample_capture("dns-udp.pcap"))
     assert stored.status_code == 201, stored.text
     url = f"ws://127.0.0.1:{first.port}/ws/captures/{stored.json()['id']}/live/"
     headers = first.owner_headers()

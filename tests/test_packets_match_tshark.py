@@ -1,4 +1,4 @@
-"""What the explorer shows equals what tshark -2 prints, for every shared capture."""
+"""What the explorer shows equals what tshark -2 prints, for every sample capture."""
 
 from __future__ import annotations
 
@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import all_packets, shared_capture, shared_capture_names, tshark, tshark_numbers, tshark_rows
+from .conftest import all_packets, sample_capture, sample_capture_names, tshark, tshark_numbers, tshark_rows
 
 pytestmark = pytest.mark.engine
 
 # Captures that tshark cannot read at all are rejected at upload (see test_uploads).
-READABLE = [name for name in shared_capture_names() if name not in ("empty.pcap", "empty.pcapng")]
+READABLE = [name for name in sample_capture_names() if name not in ("empty.pcap", "empty.pcapng")]
 
 FILTERS = [
     "tcp",
@@ -57,7 +57,7 @@ def sample(rows: list[Any], most: int = 400) -> list[Any]:
 
 @pytest.mark.parametrize("name", READABLE)
 def test_it_shows_the_columns_tshark_prints(api: httpx.Client, uploaded: dict[str, Any], name: str) -> None:
-    expected = tshark_rows(shared_capture(name))
+    expected = tshark_rows(sample_capture(name))
     shown = all_packets(api, capture_id(uploaded, name))
     assert len(shown) == len(expected)
     assert uploaded[name]["packets"] == len(expected)
@@ -85,7 +85,7 @@ def test_it_colours_rows_with_wiresharks_rules(
 ) -> None:
     rules = colouring_rules()
     out = tshark(
-        "-2", "-r", str(shared_capture(name)), "--color", "-T", "fields", "-e", "frame.coloring_rule.name"
+        "-2", "-r", str(sample_capture(name)), "--color", "-T", "fields", "-e", "frame.coloring_rule.name"
     )
     expected = [rules.get(rule, (None, None)) for rule in out.split("\n")[:-1]]
     rows = all_packets(api, capture_id(uploaded, name))
@@ -97,7 +97,7 @@ def test_filters_display_the_frames_tshark_displays(
     api: httpx.Client, uploaded: dict[str, Any], display_filter: str
 ) -> None:
     def compare(name: str) -> tuple[str, list[int], list[int]]:
-        expected = tshark_numbers(shared_capture(name), display_filter)
+        expected = tshark_numbers(sample_capture(name), display_filter)
         shown = all_packets(api, capture_id(uploaded, name), filter=display_filter)
         return name, expected, [row["number"] for row in shown]
 
@@ -128,7 +128,7 @@ def test_time_formats_match_tshark(
     tshark_format: str,
     display_filter: str,
 ) -> None:
-    expected = [row[1] for row in tshark_rows(shared_capture(name), display_filter, "-t", tshark_format)]
+    expected = [row[1] for row in tshark_rows(sample_capture(name), display_filter, "-t", tshark_format)]
     shown = all_packets(api, capture_id(uploaded, name), filter=display_filter, time_format=time_format)
     assert [row["time"] for row in shown] == expected
 
@@ -165,7 +165,7 @@ def test_the_tree_carries_generated_fields_and_expert_severity(
 ) -> None:
     ident = capture_id(uploaded, "tcp_retransmissions.pcapng")
     retransmission = tshark_numbers(
-        shared_capture("tcp_retransmissions.pcapng"), "tcp.analysis.retransmission"
+        sample_capture("tcp_retransmissions.pcapng"), "tcp.analysis.retransmission"
     )[0]
     nodes = walk(api.get(f"/api/captures/{ident}/packets/{retransmission}/").json()["tree"])
     assert any(node["generated"] for node in nodes)
@@ -177,7 +177,7 @@ def test_reassembled_and_decompressed_bytes_are_extra_sources(
     api: httpx.Client, uploaded: dict[str, Any]
 ) -> None:
     ident = capture_id(uploaded, "http-content-gzip.pcap")
-    response = tshark_numbers(shared_capture("http-content-gzip.pcap"), "http.content_encoding")
+    response = tshark_numbers(sample_capture("http-content-gzip.pcap"), "http.content_encoding")
     detail = api.get(f"/api/captures/{ident}/packets/{response[-1]}/").json()
     names = [source["name"] for source in detail["sources"]]
     assert names[0] == "Frame"

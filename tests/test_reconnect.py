@@ -9,7 +9,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, WebSocketRoute, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark_rows, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark_rows, upload
 
 pytestmark = pytest.mark.browser
 
@@ -18,7 +18,7 @@ CAPTURE = "http_google.pcapng"
 
 @pytest.fixture(scope="module")
 def capture_id(api: httpx.Client) -> int:
-    answer = upload(api, shared_capture(CAPTURE))
+    answer = upload(api, sample_capture(CAPTURE))
     assert answer.status_code == 201, answer.text
     return int(answer.json()["id"])
 
@@ -50,7 +50,7 @@ def test_the_load_socket_is_opened_again_when_it_drops(page: Page, capture_id: i
     expect(page.locator("#status-load")).to_have_attribute("data-state", "ready")
     assert len(attempts) >= 2
     rows = page.locator("#packet-list .packet-row:not([hidden])[data-number]")
-    expect(rows).to_have_count(len(tshark_rows(shared_capture(CAPTURE))))
+    expect(rows).to_have_count(len(tshark_rows(sample_capture(CAPTURE))))
 
 
 def test_the_live_socket_catches_up_after_a_drop(page: Page, api: httpx.Client, capture_id: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import OWNER, Server, repeated_synscan, shared_capture, upload
+from .conftest import OWNER, Server, repeated_synscan, sample_capture, upload
 
 pytestmark = pytest.mark.engine
 
@@ -71,8 +71,8 @@ def test_an_upload_cut_by_a_killed_server_leaves_no_capture_and_its_leftovers_ar
         live = left.with_name("live-1-recording.part")
         live.write_bytes(data[:24])
         unrecorded = server.captures_dir / f"{uuid.uuid4().hex}.cap"
-        shutil.copy(shared_capture("dns-udp.pcap"), unrecorded)
-        stored = upload(client, shared_capture("dns-udp.pcap"))
+        shutil.copy(sample_capture("dns-udp.pcap"), unrecorded)
+        stored = upload(client, sample_capture("dns-udp.pcap"))
         assert stored.status_code == 201, stored.text
         kept = [p for p in server.captures_dir.glob("*.cap") if p != unrecorded]
         assert len(kept) == 1

@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, ConsoleMessage, expect
 
-from .conftest import ARTIFACTS, OWNER, Server, shared_capture, tshark, upload
+from .conftest import ARTIFACTS, OWNER, Server, sample_capture, tshark, upload
 
 pytestmark = pytest.mark.engine
 
@@ -85,10 +85,10 @@ def found(server: Server, api: httpx.Client) -> Iterator[Uploaded]:
     """Upload the captures these tests search, as OWNER and as another user; wait for their summaries."""
     server.create_user(OTHER)
     server.create_user(TEAMMATE, teams=(TEAM,))
-    ids = {key: uploaded_id(api, shared_capture(file), name) for key, (file, name) in OWNER_UPLOADS.items()}
+    ids = {key: uploaded_id(api, sample_capture(file), name) for key, (file, name) in OWNER_UPLOADS.items()}
     with server.client(OTHER) as other:
         ids |= {
-            key: uploaded_id(other, shared_capture(file), name) for key, (file, name) in OTHER_UPLOADS.items()
+            key: uploaded_id(other, sample_capture(file), name) for key, (file, name) in OTHER_UPLOADS.items()
         }
         for key in OWNER_UPLOADS:
             summary_of(api, ids[key])
@@ -128,19 +128,19 @@ def test_the_protocols_are_those_of_tsharks_protocol_hierarchy(
     api: httpx.Client, found: Uploaded, key: str
 ) -> None:
     summary = summary_of(api, found[key])
-    assert summary["protocols"] == tshark_protocols(shared_capture(OWNER_UPLOADS[key][0]))
+    assert summary["protocols"] == tshark_protocols(sample_capture(OWNER_UPLOADS[key][0]))
 
 
 @pytest.mark.parametrize("key", ["voice", "resolver", "sixes", "sports"])
 def test_the_hosts_are_every_address_tshark_counts(api: httpx.Client, found: Uploaded, key: str) -> None:
     summary = summary_of(api, found[key])
-    addresses = tshark_addresses(shared_capture(OWNER_UPLOADS[key][0]))
+    addresses = tshark_addresses(sample_capture(OWNER_UPLOADS[key][0]))
     assert addresses
     assert addresses <= set(summary["hosts"])
 
 
 def test_the_hosts_include_the_names_dns_answers_gave(api: httpx.Client, found: Uploaded) -> None:
-    out = tshark("-n", "-N", "d", "-q", "-r", str(shared_capture("http_espn.pcapng")), "-z", "hosts")
+    out = tshark("-n", "-N", "d", "-q", "-r", str(sample_capture("http_espn.pcapng")), "-z", "hosts")
     names = {line.split("\t")[1] for line in out.splitlines() if "\t" in line and not line.startswith("#")}
     assert "broadband.espn.go.com" in names
     assert names <= set(summary_of(api, found["sports"])["hosts"])
@@ -183,7 +183,7 @@ def test_it_finds_captures_by_protocol_as_a_whole_word(api: httpx.Client, found:
 
 
 def test_an_address_matches_only_as_a_whole_word(api: httpx.Client, found: Uploaded) -> None:
-    addresses = tshark_addresses(shared_capture("dns-udp.pcap"))
+    addresses = tshark_addresses(sample_capture("dns-udp.pcap"))
     assert "10.10.10.11" in addresses and "10.10.10.1" not in addresses
     assert mine(found, found_ids(api, q="10.10.10.11")) == {"resolver"}
     assert mine(found, found_ids(api, q="10.10.10.1")) == set()

@@ -18,7 +18,7 @@ from explorer.engine.errors import EngineCrashed, EngineError
 from explorer.engine.sessions import CaptureSessions, engine
 from explorer.engine.sharkd import SharkdProcess
 
-from .conftest import shared_capture, tshark_numbers
+from .conftest import sample_capture, tshark_numbers
 
 pytestmark = pytest.mark.engine
 
@@ -34,13 +34,13 @@ def sharkd_pids(sessions: CaptureSessions) -> list[int]:
 
 
 async def test_viewers_of_a_capture_share_one_session() -> None:
-    path = shared_capture("http_espn.pcapng")
+    path = sample_capture("http_espn.pcapng")
     await asyncio.gather(*(packets.packets(path, "", offset, 50) for offset in range(0, 900, 50)))
     assert len(sharkd_pids(engine().sessions(path))) == 1
 
 
 async def test_a_killed_session_is_restarted_transparently() -> None:
-    path = shared_capture("http_google.pcapng")
+    path = sample_capture("http_google.pcapng")
     first = await packets.packets(path, "http", 0, 10)
     sessions = engine().sessions(path)
     [pid] = sharkd_pids(sessions)
@@ -59,7 +59,7 @@ async def test_an_engine_that_keeps_dying_gives_a_clear_error(settings, tmp_path
     fake.chmod(0o755)
     settings.WIRESHARK_BIN_DIR = str(tmp_path)
     with pytest.raises(EngineCrashed, match="stopped unexpectedly"):
-        await packets.detail(shared_capture("http_google.pcapng"), 1)
+        await packets.detail(sample_capture("http_google.pcapng"), 1)
 
 
 async def test_a_missing_file_is_reported_by_the_engine(tmp_path: Path) -> None:
@@ -68,7 +68,7 @@ async def test_a_missing_file_is_reported_by_the_engine(tmp_path: Path) -> None:
 
 
 async def test_a_truncated_file_loads_what_is_readable() -> None:
-    page = await packets.packets(shared_capture("truncated_dns_2.pcap"))
+    page = await packets.packets(sample_capture("truncated_dns_2.pcap"))
     assert page.total == 1 and page.packets[0].protocol == "DNS"
 
 
@@ -76,7 +76,7 @@ async def test_a_truncated_file_loads_what_is_readable() -> None:
 def large_capture(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A capture large enough that a new filter takes a noticeable time (about 100k packets)."""
     path = tmp_path_factory.mktemp("large") / "large.pcap"
-    source = shared_capture("synscan.pcapng")
+    source = sample_capture("synscan.pcapng")
     subprocess.run(["mergecap", "-F", "pcap", "-a", "-w", str(path)] + [str(source)] * 50, check=True)
     return path
 
@@ -229,7 +229,7 @@ async def test_without_the_right_to_raise_it_a_standby_keeps_the_lower_priority(
 
 
 async def test_viewers_asking_at_once_for_a_new_filter_count_it_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    path = shared_capture("http_google.pcapng")
+    path = sample_capture("http_google.pcapng")
     sessions = engine().sessions(path)
     asked: list[str] = []
     call = sessions.call
@@ -245,7 +245,7 @@ async def test_viewers_asking_at_once_for_a_new_filter_count_it_once(monkeypatch
 
 
 async def test_idle_sessions_are_evicted() -> None:
-    path = shared_capture("tcp_handshake.pcapng")
+    path = sample_capture("tcp_handshake.pcapng")
     await packets.packets(path)
     sessions = engine().sessions(path)
     [pid] = sharkd_pids(sessions)
@@ -258,7 +258,7 @@ async def test_idle_sessions_are_evicted() -> None:
 
 async def test_a_capture_waiting_for_room_is_not_forgotten_by_the_evictor(settings: Any) -> None:
     settings.ENGINE_MAX_PROCESSES = 1
-    busy_path, waiting_path = shared_capture("http_google.pcapng"), shared_capture("tcp_handshake.pcapng")
+    busy_path, waiting_path = sample_capture("http_google.pcapng"), sample_capture("tcp_handshake.pcapng")
     await packets.packets(busy_path)
     [busy] = engine().sessions(busy_path).processes
     busy.pending += 1  # answering someone: not to be closed to make room
@@ -284,7 +284,7 @@ async def test_a_capture_waiting_for_room_is_not_forgotten_by_the_evictor(settin
 
 async def test_sessions_kept_across_their_eviction_still_count_against_the_limit(settings: Any) -> None:
     settings.ENGINE_MAX_PROCESSES = 1
-    path = shared_capture("tcp_handshake.pcapng")
+    path = sample_capture("tcp_handshake.pcapng")
     kept = engine().sessions(path)  # as a websocket keeps it
     await engine().evict_idle()  # no session yet: the capture is forgotten
     other = engine().sessions(path)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark_numbers, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark_numbers, upload
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +22,7 @@ expect.set_options(timeout=ENGINE_MS)
 
 @pytest.fixture(scope="module")
 def espn(api: httpx.Client, server: Server) -> int:
-    answer = upload(api, shared_capture(ESPN))
+    answer = upload(api, sample_capture(ESPN))
     assert answer.status_code == 201, answer.text
     server.create_user(OTHER)
     return int(answer.json()["id"])
@@ -72,7 +72,7 @@ def set_visibility(page: Page, capture_id: int, visibility: str) -> None:
 def test_a_link_reproduces_the_view_for_another_user_and_an_anonymous_holder(
     contexts: dict[str, BrowserContext], espn: int
 ) -> None:
-    requests = tshark_numbers(shared_capture(ESPN), "http.request")
+    requests = tshark_numbers(sample_capture(ESPN), "http.request")
     packet = requests[2]
     owner = contexts["owner"].new_page()
     set_visibility(owner, espn, "link")

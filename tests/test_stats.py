@@ -12,7 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from .conftest import ARTIFACTS, Server, shared_capture, tshark, tshark_numbers, upload
+from .conftest import ARTIFACTS, Server, sample_capture, tshark, tshark_numbers, upload
 
 pytestmark = pytest.mark.engine
 
@@ -29,7 +29,7 @@ NAMES = [
 TSHARK_KINDS = {"Ethernet": "eth", "IPv4": "ip", "IPv6": "ipv6", "TCP": "tcp", "UDP": "udp"}
 PORT_KINDS = {"TCP", "UDP"}
 
-# (capture, kind, display filter): every table the shared captures fill, whole and limited.
+# (capture, kind, display filter): every table the sample captures fill, whole and limited.
 CASES = [
     ("http_espn.pcapng", "TCP", ""),
     ("http_espn.pcapng", "TCP", "http"),
@@ -68,7 +68,7 @@ def ids(api: httpx.Client) -> dict[str, int]:
     """Upload the captures the statistics are compared on; map file name to id."""
     found = {}
     for name in NAMES:
-        answer = upload(api, shared_capture(name))
+        answer = upload(api, sample_capture(name))
         assert answer.status_code == 201, answer.text
         found[name] = int(answer.json()["id"])
     return found
@@ -85,7 +85,7 @@ def tshark_size(size: int) -> str:
 def z_table(statistic: str, name: str, display_filter: str) -> list[str]:
     """Return the data lines of one of tshark's -z tables (two-pass, as the explorer)."""
     argument = f"{statistic},{display_filter}" if display_filter else statistic
-    out = tshark("-2", "-q", "-r", str(shared_capture(name)), "-z", argument)
+    out = tshark("-2", "-q", "-r", str(sample_capture(name)), "-z", argument)
     lines = []
     for line in out.splitlines():
         if not line.strip() or line.startswith(("=", "Filter:", " ")) or "|" in line:
@@ -201,7 +201,7 @@ def test_conversation_bytes_add_up_to_the_endpoints_exactly(
 
 def tshark_hierarchy(name: str, display_filter: str) -> list[tuple[int, str, int, int]]:
     argument = f"io,phs,{display_filter}" if display_filter else "io,phs"
-    out = tshark("-2", "-q", "-r", str(shared_capture(name)), "-z", argument)
+    out = tshark("-2", "-q", "-r", str(sample_capture(name)), "-z", argument)
     lines = []
     for line in out.splitlines():
         match = re.fullmatch(r"( *)(\S+) +frames:(\d+) bytes:(\d+)\s*", line)
@@ -226,7 +226,7 @@ def test_protocol_hierarchy_matches_tshark(
     expected = tshark_hierarchy(name, display_filter)
     assert expected
     assert flatten(tree) == expected
-    displayed = len(tshark_numbers(shared_capture(name), display_filter or "frame"))
+    displayed = len(tshark_numbers(sample_capture(name), display_filter or "frame"))
     for node in tree:
         assert node["percent_packets"] == pytest.approx(100 * node["packets"] / displayed)
     assert tree[0]["percent_bytes"] <= 100
@@ -235,7 +235,7 @@ def test_protocol_hierarchy_matches_tshark(
 def test_the_hierarchy_of_a_file_cut_short_counts_the_packets_read(api: httpx.Client, tmp_path: Path) -> None:
     # Cut mid-packet: the list shows the whole packets before the cut, and so does the table,
     # as tshark's (which exits with an error after printing it).
-    whole = shared_capture("http_espn.pcapng").read_bytes()
+    whole = sample_capture("http_espn.pcapng").read_bytes()
     cut = tmp_path / "cut-short.pcapng"
     cut.write_bytes(whole[: len(whole) // 2 + 7])
     ident = upload(api, cut).json()["captures"][0]["id"]
@@ -346,7 +346,7 @@ def test_it_sorts_conversations_by_bytes_and_applies_one_as_the_capture_filter(
     assert row_filter
     top.locator("a.apply-filter").click()
     expect(page.locator("#filter")).to_have_value(row_filter)
-    displayed = len(tshark_numbers(shared_capture(name), row_filter))
+    displayed = len(tshark_numbers(sample_capture(name), row_filter))
     expect(page.locator("#status-displayed")).to_have_attribute("data-value", str(displayed))
     context.close()
     assert errors == []

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import shared_capture, tshark, upload
+from .conftest import sample_capture, tshark, upload
 
 pytestmark = pytest.mark.engine
 
@@ -23,7 +23,7 @@ NAMES = ["http_espn.pcapng", "bro.org.pcap", "dns-udp.pcap", "dns-tcp.pcap"]
 def ids(api: httpx.Client) -> dict[str, int]:
     found = {}
     for name in NAMES:
-        answer = upload(api, shared_capture(name))
+        answer = upload(api, sample_capture(name))
         assert answer.status_code == 201, answer.text
         found[name] = int(answer.json()["id"])
     return found
@@ -36,7 +36,7 @@ def get_ok(api: httpx.Client, url: str, **params: str) -> Any:
 
 
 def fields(name: str, display_filter: str, *names: str) -> list[list[str]]:
-    args = ["-2", "-r", str(shared_capture(name)), "-Y", display_filter, "-T", "fields"]
+    args = ["-2", "-r", str(sample_capture(name)), "-Y", display_filter, "-T", "fields"]
     for field in names:
         args += ["-e", field]
     return [line.split("\t") for line in tshark(*args).splitlines() if line]

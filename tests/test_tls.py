@@ -9,13 +9,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import Server, all_packets, shared_capture, tshark_follow, tshark_numbers, tshark_rows, upload
+from .conftest import Server, all_packets, sample_capture, tshark_follow, tshark_numbers, tshark_rows, upload
 
 pytestmark = pytest.mark.engine
 
 DECRYPTION_SECRETS_BLOCK = 0x0000000A
-KEYS = shared_capture("tls_nss_example.keys")
-TLS = shared_capture("tls_nss_example.pcap")
+KEYS = sample_capture("tls_nss_example.keys")
+TLS = sample_capture("tls_nss_example.pcap")
 
 
 def attach(api: httpx.Client, capture_id: int, data: bytes, name: str = "keys.txt") -> httpx.Response:
@@ -77,7 +77,7 @@ def test_the_key_log_is_never_served_back(api: httpx.Client, server: Server, tls
 
 
 def test_embedded_secrets_decrypt_without_a_key_log(api: httpx.Client) -> None:
-    path = shared_capture("http2-with-cookies.pcapng")
+    path = sample_capture("http2-with-cookies.pcapng")
     capture_id = int(upload(api, path).json()["id"])
     shown = all_packets(api, capture_id, filter="http2.header")
     assert shown and [row["number"] for row in shown] == tshark_numbers(path, "http2.header")
@@ -95,7 +95,7 @@ def without_secrets(data: bytes) -> bytes:
 
 
 def test_embedded_secrets_decrypt_quic(api: httpx.Client, tmp_path: Path) -> None:
-    path = shared_capture("chrome-cloudflare-quic-with-secrets.pcapng")
+    path = sample_capture("chrome-cloudflare-quic-with-secrets.pcapng")
     capture_id = int(upload(api, path).json()["id"])
     # STREAM frames travel in 1-RTT packets: only decrypted packets show them.
     decrypted = tshark_numbers(path, "quic.stream.stream_id")

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .conftest import OWNER, TEST_UPLOAD_LIMIT_MB, Server, all_packets, shared_capture, tshark_rows, upload
+from .conftest import OWNER, TEST_UPLOAD_LIMIT_MB, Server, all_packets, sample_capture, tshark_rows, upload
 
 pytestmark = pytest.mark.engine
 
@@ -81,7 +81,7 @@ def tiny_png() -> bytes:
 
 
 def test_the_stored_file_is_byte_for_byte_the_upload(api: httpx.Client) -> None:
-    path = shared_capture("http_google.pcapng")
+    path = sample_capture("http_google.pcapng")
     original = path.read_bytes()
     capture = stored_one(upload(api, path))
     assert capture["name"] == "http_google.pcapng"
@@ -99,17 +99,17 @@ def test_the_stored_file_is_byte_for_byte_the_upload(api: httpx.Client) -> None:
 def test_several_files_in_one_request_are_all_stored(api: httpx.Client) -> None:
     names = ["tcp_handshake.pcapng", "dns-udp.pcap", "arp_resolution.pcapng"]
     before = capture_ids(api)
-    files = [("file", (name, shared_capture(name).read_bytes())) for name in names]
+    files = [("file", (name, sample_capture(name).read_bytes())) for name in names]
     response = api.post("/api/captures/", files=files)
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["errors"] == []
     assert [capture["name"] for capture in body["captures"]] == names
     assert [capture["packets"] for capture in body["captures"]] == [
-        len(tshark_rows(shared_capture(name))) for name in names
+        len(tshark_rows(sample_capture(name))) for name in names
     ]
     assert [capture["sha256"] for capture in body["captures"]] == [
-        hashlib.sha256(shared_capture(name).read_bytes()).hexdigest() for name in names
+        hashlib.sha256(sample_capture(name).read_bytes()).hexdigest() for name in names
     ]
     assert body["id"] == body["captures"][0]["id"]
     assert capture_ids(api) - before == {capture["id"] for capture in body["captures"]}
@@ -119,7 +119,7 @@ def test_good_and_bad_files_in_one_request_store_the_good_and_list_the_bad(
     api: httpx.Client, server: Server
 ) -> None:
     files = [
-        ("file", ("dns-udp.pcap", shared_capture("dns-udp.pcap").read_bytes())),
+        ("file", ("dns-udp.pcap", sample_capture("dns-udp.pcap").read_bytes())),
         ("file", ("notes.txt", b"these are notes, not packets\n" * 20)),
     ]
     response = api.post("/api/captures/", files=files)
@@ -145,7 +145,7 @@ def test_good_and_bad_files_in_one_request_store_the_good_and_list_the_bad(
 def test_the_format_is_detected_from_the_content(
     api: httpx.Client, name: str, file_format: str, precision: str, encapsulation: str
 ) -> None:
-    path = shared_capture(name)
+    path = sample_capture(name)
     capture = stored_one(upload(api, path))
     assert capture["format"] == file_format
     assert capture["time_precision"] == precision
@@ -155,17 +155,17 @@ def test_the_format_is_detected_from_the_content(
 
 
 def test_a_nanosecond_capture_keeps_its_nanoseconds(api: httpx.Client) -> None:
-    capture = stored_one(upload(api, shared_capture("tcp-handshake-nano.pcap")))
+    capture = stored_one(upload(api, sample_capture("tcp-handshake-nano.pcap")))
     assert capture["time_precision"].startswith("nanoseconds")
     # capinfos: First packet time 1418145369.924505488, duration 0.127609669 seconds
     assert str(capture["first_time"]).startswith("1418145369.924505488")
     assert str(capture["duration"]).startswith("0.127609669")
     shown = all_packets(api, capture["id"])
-    assert [as_columns(row) for row in shown] == tshark_rows(shared_capture("tcp-handshake-nano.pcap"))
+    assert [as_columns(row) for row in shown] == tshark_rows(sample_capture("tcp-handshake-nano.pcap"))
 
 
 def test_a_big_endian_pcap_shows_the_packets_tshark_shows(api: httpx.Client) -> None:
-    path = shared_capture("pptp.pcap")
+    path = sample_capture("pptp.pcap")
     assert path.read_bytes()[:4] == b"\xa1\xb2\xc3\xd4"  # big-endian magic
     capture = stored_one(upload(api, path))
     shown = all_packets(api, capture["id"])
@@ -173,7 +173,7 @@ def test_a_big_endian_pcap_shows_the_packets_tshark_shows(api: httpx.Client) -> 
 
 
 def test_a_gzip_compressed_capture_is_accepted(api: httpx.Client, tmp_path: Path) -> None:
-    original = shared_capture("http_google.pcapng")
+    original = sample_capture("http_google.pcapng")
     compressed = tmp_path / "http_google.pcapng.gz"
     compressed.write_bytes(gzip.compress(original.read_bytes()))
     capture = stored_one(upload(api, compressed))
@@ -198,7 +198,7 @@ def test_a_gzip_compressed_capture_is_accepted(api: httpx.Client, tmp_path: Path
 def test_odd_link_types_are_reported(
     api: httpx.Client, name: str, encapsulation: str, link_type: str
 ) -> None:
-    path = shared_capture(name)
+    path = sample_capture(name)
     capture = stored_one(upload(api, path))
     assert capture["encapsulation"] == encapsulation
     assert capture["link_types"] == [link_type]
@@ -209,12 +209,12 @@ def test_odd_link_types_are_reported(
 
 @pytest.mark.parametrize(("name", "file_format"), [("empty.pcap", "pcap"), ("empty.pcapng", "pcapng")])
 def test_an_empty_capture_is_accepted_with_no_packets(api: httpx.Client, name: str, file_format: str) -> None:
-    capture = stored_one(upload(api, shared_capture(name)))
+    capture = stored_one(upload(api, sample_capture(name)))
     assert capture["packets"] == 0
     assert capture["format"] == file_format
     assert capture["first_time"] is None and capture["last_time"] is None
     assert capture["warning"] == ""
-    assert api.get(f"/api/captures/{capture['id']}/download").content == shared_capture(name).read_bytes()
+    assert api.get(f"/api/captures/{capture['id']}/download").content == sample_capture(name).read_bytes()
 
 
 # --- refusals -------------------------------------------------------------------------------
@@ -237,7 +237,7 @@ def rejected(client: httpx.Client, server: Server, name: str, data: bytes) -> st
 
 
 def test_a_text_file_is_not_a_capture(api: httpx.Client, server: Server) -> None:
-    manifest = shared_capture("MANIFEST.tsv")
+    manifest = sample_capture("MANIFEST.tsv")
     assert rejected(api, server, "MANIFEST.tsv", manifest.read_bytes()) == "not a capture file"
 
 
@@ -257,7 +257,7 @@ def test_a_json_file_is_not_a_capture(api: httpx.Client, server: Server) -> None
 
 
 def test_a_capture_truncated_mid_packet_keeps_its_readable_packets(api: httpx.Client) -> None:
-    path = shared_capture("truncated_dns_2.pcap")
+    path = sample_capture("truncated_dns_2.pcap")
     capture = stored_one(upload(api, path))
     assert capture["warning"] == "file is truncated after packet 1: 1 packet readable"
     assert capture["packets"] == 1
@@ -265,7 +265,7 @@ def test_a_capture_truncated_mid_packet_keeps_its_readable_packets(api: httpx.Cl
 
 
 def test_it_rejects_a_capture_truncated_before_its_first_packet(api: httpx.Client, server: Server) -> None:
-    data = shared_capture("dns-udp.pcap").read_bytes()[:30]  # 24-byte header + 6 bytes of a record
+    data = sample_capture("dns-udp.pcap").read_bytes()[:30]  # 24-byte header + 6 bytes of a record
     message = rejected(api, server, "cut.pcap", data)
     assert "truncated" in message, message
 
@@ -295,7 +295,7 @@ def test_a_file_over_the_limit_is_refused_and_nothing_is_kept(
 def test_an_oversized_file_beside_a_good_one_is_listed_as_an_error(api: httpx.Client, server: Server) -> None:
     before_files = stored_files(server)
     files = [
-        ("file", ("tcp_handshake.pcapng", shared_capture("tcp_handshake.pcapng").read_bytes())),
+        ("file", ("tcp_handshake.pcapng", sample_capture("tcp_handshake.pcapng").read_bytes())),
         ("file", ("huge.pcap", os.urandom(TEST_UPLOAD_LIMIT_MB * 1024 * 1024 + 1))),
     ]
     response = api.post("/api/captures/", files=files)
@@ -333,7 +333,7 @@ def test_an_interrupted_upload_leaves_nothing_behind(api: httpx.Client, server: 
         f"Content-Length: {declared}\r\n"
         "\r\n"
     ).encode()
-    body = head + shared_capture("dns-udp.pcap").read_bytes()[:24] + os.urandom(1024 * 1024)
+    body = head + sample_capture("dns-udp.pcap").read_bytes()[:24] + os.urandom(1024 * 1024)
     with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
         sock.sendall(request + body)
         time.sleep(0.5)
@@ -345,7 +345,7 @@ def test_an_interrupted_upload_leaves_nothing_behind(api: httpx.Client, server: 
     assert stored_files(server) == before_files
     assert capture_ids(api) == before_ids
     # ...and it keeps serving.
-    capture = stored_one(upload(api, shared_capture("tcp_handshake.pcapng")))
+    capture = stored_one(upload(api, sample_capture("tcp_handshake.pcapng")))
     assert capture["packets"] == 3
 
 
@@ -356,7 +356,7 @@ def test_an_interrupted_upload_leaves_nothing_behind(api: httpx.Client, server: 
 def test_path_components_in_a_file_name_are_dropped(
     api: httpx.Client, server: Server, sent_name: str, shown_name: str
 ) -> None:
-    path = shared_capture("tcp_handshake.pcapng")
+    path = sample_capture("tcp_handshake.pcapng")
     before = stored_files(server)
     capture = stored_one(upload(api, path, name=sent_name))
     assert capture["name"] == shown_name
@@ -374,7 +374,7 @@ def test_path_components_in_a_file_name_are_dropped(
 
 
 def test_the_page_upload_form_stores_and_redirects(api: httpx.Client, server: Server) -> None:
-    path = shared_capture("icmp_echo.pcapng")
+    path = sample_capture("icmp_echo.pcapng")
     before = capture_ids(api)
     with httpx.Client(base_url=server.url, timeout=120, cookies=server.session_cookies(OWNER)) as browser:
         page = browser.get("/")
@@ -404,7 +404,7 @@ def test_the_page_upload_form_requires_the_csrf_token(api: httpx.Client, server:
     with httpx.Client(base_url=server.url, timeout=120, cookies=server.session_cookies(OWNER)) as browser:
         browser.get("/")
         response = browser.post(
-            "/captures/upload/", files={"file": ("x.pcap", shared_capture("dns-udp.pcap").read_bytes())}
+            "/captures/upload/", files={"file": ("x.pcap", sample_capture("dns-udp.pcap").read_bytes())}
         )
     assert response.status_code == 403
     assert capture_ids(api) == before
@@ -413,8 +413,8 @@ def test_the_page_upload_form_requires_the_csrf_token(api: httpx.Client, server:
 def test_uploads_after_downloads_on_one_kept_alive_connection_are_stored(api: httpx.Client) -> None:
     # The server once started a request on a kept-alive connection in the context of the one
     # before it, whose thread context had exited: the upload's rate-limit check failed with a 500.
-    capture = stored_one(upload(api, shared_capture("http_google.pcapng")))
+    capture = stored_one(upload(api, sample_capture("http_google.pcapng")))
     for _ in range(10):
         assert api.get(f"/api/captures/{capture['id']}/download").status_code == 200
-        stored = stored_one(upload(api, shared_capture("empty.pcapng")))
+        stored = stored_one(upload(api, sample_capture("empty.pcapng")))
         assert api.delete(f"/api/captures/{stored['id']}/").status_code == 204

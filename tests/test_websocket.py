@@ -16,7 +16,7 @@ from websockets.exceptions import InvalidStatus
 
 from explorer.engine.sharkd import SharkdProcess
 
-from .conftest import Server, shared_capture, tshark_rows, upload
+from .conftest import Server, sample_capture, tshark_rows, upload
 
 pytestmark = pytest.mark.engine
 
@@ -36,7 +36,7 @@ def stored_files(server: Server) -> set[Path]:
 
 
 def fresh_capture(api: httpx.Client, name: str) -> dict[str, Any]:
-    response = upload(api, shared_capture(name))
+    response = upload(api, sample_capture(name))
     assert response.status_code == 201, response.text
     capture: dict[str, Any] = response.json()["captures"][0]
     return capture
@@ -74,7 +74,7 @@ async def test_load_done_carries_tsharks_packet_count(api: httpx.Client, server:
     assert capture["status"] == "stored"
     messages = await load_messages(server, capture["id"])
     check_order(messages)
-    assert messages[-1] == {"type": "load.done", "total": len(tshark_rows(shared_capture(name)))}
+    assert messages[-1] == {"type": "load.done", "total": len(tshark_rows(sample_capture(name)))}
     assert messages[-1]["total"] == capture["packets"]
     assert api.get(f"/api/captures/{capture['id']}/").json()["status"] == "ready"
 
@@ -90,7 +90,7 @@ async def test_progress_and_first_rows_describe_the_file(api: httpx.Client, serv
     assert progress, [m["type"] for m in messages]
     for report in progress:
         assert set(report) == {"type", "bytes_read", "file_size"}
-        assert report["file_size"] == capture["size"] == shared_capture(name).stat().st_size
+        assert report["file_size"] == capture["size"] == sample_capture(name).stat().st_size
         assert 0 <= report["bytes_read"] <= report["file_size"]
     reads = [report["bytes_read"] for report in progress]
     assert reads == sorted(reads)
@@ -104,7 +104,7 @@ async def test_progress_and_first_rows_describe_the_file(api: httpx.Client, serv
         packets = first["packets"]
         assert packets, first
         assert [row["number"] for row in packets] == list(range(1, len(packets) + 1))
-        expected = tshark_rows(shared_capture(name))[: len(packets)]
+        expected = tshark_rows(sample_capture(name))[: len(packets)]
         assert [[str(row["number"]), row["time"], str(row["length"])] for row in packets] == [
             [want[0], want[1], want[5]] for want in expected
         ]
@@ -194,7 +194,7 @@ async def test_a_capture_whose_file_vanished_reports_load_failed(api: httpx.Clie
 
 
 async def test_progress_counts_the_captures_bytes_not_sharkds_start_up_reads() -> None:
-    path = shared_capture("dns-udp.pcap")  # 856 bytes
+    path = sample_capture("dns-udp.pcap")  # 856 bytes
     process = SharkdProcess(path)
     await process.start()
     try:

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from .conftest import OWNER, ROOT, Server, repeated_synscan, shared_capture, tshark_numbers, upload
+from .conftest import OWNER, ROOT, Server, repeated_synscan, sample_capture, tshark_numbers, upload
 from .services import PostgresServer, RedisServer
 
 pytestmark = [pytest.mark.services, pytest.mark.engine]
@@ -42,7 +42,7 @@ def api(queued: Server) -> Iterator[httpx.Client]:
 
 
 def stored(api: httpx.Client, name: str) -> int:
-    answer = upload(api, shared_capture(name))
+    answer = upload(api, sample_capture(name))
     assert answer.status_code == 201, answer.text
     return int(answer.json()["id"])
 
