@@ -116,7 +116,7 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
         await self.send_json(message)
 
     async def live_refused(self, message: messages.Refused) -> None:
-        await self.send_json({"type": "live.filter_refused", "filter": self.display_filter, **message})
+        await self.send_json(messages.filter_refused(self.display_filter, message["message"]))
 
     async def live_ended(self, message: messages.Ended) -> None:
         await self.send_json(message)
