@@ -5,21 +5,28 @@
 - Anyone holding a valid share link of a capture whose owner allowed links (visibility
   "link") may read it, without an account; an opened link is remembered in the session.
 - Nobody else learns that the capture exists: they get 404, as for a missing one.
+
+Live captures (being recorded) have rules of their own:
+
+- Staff, and users given "Can capture on the server's interfaces", record from an interface.
+- Any user sends a capture stream of their own (with an API token).
+- Its owner, staff and the members of the team named for it watch it; nobody else learns that
+  it exists. Only its owner and staff stop it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, Group
 from django.core.exceptions import PermissionDenied
 from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import Http404, HttpRequest
 from django.utils import timezone
 
-from .models import Capture, ShareLink, Visibility
+from .models import Capture, LiveCapture, ShareLink, Visibility
 from .prepared import PreparedQuery
 
 Need = Literal["read", "write", "manage"]
@@ -163,3 +170,65 @@ def visible_captures(user: Any, session: Any) -> QuerySet[Capture]:
         linked = active_links().filter(pk__in=ids).values("capture_id")
         visible |= Q(visibility=Visibility.LINK, pk__in=linked)
     return captures.filter(visible)
+
+
+# ---- live captures ------------------------------------------------------------------------------
+
+
+async def may_capture_on_interfaces(user: Any) -> bool:
+    """Tell whether the user may record from the server's interfaces."""
+    if user is None or not user.is_authenticated:
+        return False
+    return bool(user.is_staff or user.is_superuser or await user.ahas_perm("explorer.start_live_capture"))
+
+
+def may_stream(user: Any) -> bool:
+    """Tell whether the user may send a live capture stream of their own (within their quotas)."""
+    return user is not None and bool(user.is_authenticated)
+
+
+async def may_watch(user: Any, live: LiveCapture) -> bool:
+    """Tell whether the user may watch a live capture: its owner, its team's members and staff."""
+    if user is None or not user.is_authenticated:
+        return False
+    if user.is_staff or user.is_superuser or live.owner_id == user.pk:
+        return True
+    return live.team_id is not None and await user.groups.filter(pk=live.team_id).aexists()
+
+
+def may_stop(user: Any, live: LiveCapture) -> bool:
+    """Tell whether the user may stop a live capture: its owner and staff, not the team watching."""
+    return bool(user.is_staff or user.is_superuser or live.owner_id == user.pk)
+
+
+def watchable_live_captures(user: Any) -> Q:
+    """The live captures the user may watch, as a filter (for a signed-in user)."""
+    if user.is_staff or user.is_superuser:
+        return Q()
+    return Q(owner=user) | Q(team__in=user.groups.all())
+
+
+async def live_capture_for(user: Any, live_id: int) -> LiveCapture:
+    """Return the live capture (with its stored capture) if the user may watch it, else raise Http404."""
+    if not MIN_KEY <= live_id <= MAX_KEY:
+        raise Http404("no such live capture")
+    live = await LiveCapture.objects.filter(pk=live_id).select_related("capture").afirst()
+    if live is None or not await may_watch(user, live):
+        raise Http404("no such live capture")
+    return live
+
+
+class NotInTeam(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+async def team_of(user: Any, name: str) -> Group | None:
+    """Return the user's team of that name, to watch a live capture (None for no name); raise NotInTeam."""
+    if not name:
+        return None
+    team = await user.groups.filter(name=name).afirst()
+    if team is None:
+        raise NotInTeam(f"you are not a member of a team named {name!r}")
+    return cast(Group, team)

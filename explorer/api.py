@@ -24,7 +24,7 @@ from ninja.responses import NinjaJSONEncoder
 from pydantic import WithJsonSchema, field_validator
 
 from . import annotations as notes
-from . import captures, exports, live, marks, search
+from . import captures, exports, marks, search
 from .access import capture_for, user_of, visible_captures
 from .availability import database_unavailable
 from .engine import expert as engine_expert
@@ -40,6 +40,7 @@ from .engine.errors import EngineCrashed, EngineError
 from .engine.follow import FollowResult
 from .engine.sessions import SessionState, engine
 from .models import Annotation, Capture, ExportJob
+from .presence import messages as presence
 from .uploads import staged_uploads
 
 api = NinjaAPI(
@@ -968,7 +969,7 @@ async def marked_frames(request: HttpRequest, capture_id: int) -> dict[str, Any]
 async def mark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
     capture = await capture_for(request, capture_id, "write")
     await marks.mark(capture, number)
-    await live.marks_changed(capture)
+    await presence.marks_changed(capture)
     return 204, None
 
 
@@ -980,7 +981,7 @@ async def mark_frame(request: HttpRequest, capture_id: int, number: int) -> tupl
 async def unmark_frame(request: HttpRequest, capture_id: int, number: int) -> tuple[int, None]:
     capture = await capture_for(request, capture_id, "write")
     await marks.unmark(capture, number)
-    await live.marks_changed(capture)
+    await presence.marks_changed(capture)
     return 204, None
 
 
@@ -988,7 +989,7 @@ async def unmark_frame(request: HttpRequest, capture_id: int, number: int) -> tu
 async def unmark_all(request: HttpRequest, capture_id: int) -> tuple[int, None]:
     capture = await capture_for(request, capture_id, "write")
     await marks.unmark_all(capture)
-    await live.marks_changed(capture)
+    await presence.marks_changed(capture)
     return 204, None
 
 
@@ -1210,7 +1211,7 @@ async def add_annotation(
     capture = await capture_for(request, capture_id, "write")
     annotation = await notes.add(capture, await user_of(request), body.frame, body.text)
     data = annotation_out(annotation)
-    await live.annotation_changed(capture.pk, "annotation.created", data)
+    await presence.annotation_created(capture.pk, data)
     return 201, data
 
 
@@ -1225,7 +1226,7 @@ async def edit_annotation(
     capture = await capture_for(request, capture_id, "write")
     annotation = await notes.edit(capture, await user_of(request), annotation_id, body.text)
     data = annotation_out(annotation)
-    await live.annotation_changed(capture.pk, "annotation.updated", data)
+    await presence.annotation_updated(capture.pk, data)
     return data
 
 
@@ -1237,5 +1238,5 @@ async def edit_annotation(
 async def delete_annotation(request: HttpRequest, capture_id: int, annotation_id: int) -> tuple[int, None]:
     capture = await capture_for(request, capture_id, "write")
     annotation = await notes.delete(capture, await user_of(request), annotation_id)
-    await live.annotation_changed(capture.pk, "annotation.deleted", annotation_out(annotation))
+    await presence.annotation_deleted(capture.pk, annotation_out(annotation))
     return 204, None

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import Any, Literal, TypedDict
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 from django.http import Http404
@@ -24,6 +24,34 @@ PROGRESS_INTERVAL = 0.2
 # How long a capture may take to answer that it is loaded before its first rows are read
 # with tshark meanwhile.
 PREVIEW_AFTER = 0.5
+
+
+# What the page is told while a capture loads (static/explorer/capture.js reads them).
+
+
+class LoadProgress(TypedDict):
+    type: Literal["load.progress"]
+    bytes_read: int
+    file_size: int
+
+
+class LoadRows(TypedDict):
+    """The first rows, read by tshark while sharkd loads the file."""
+
+    type: Literal["load.rows"]
+    total: int
+    packets: list[dict[str, Any]]
+    provisional: bool
+
+
+class LoadDone(TypedDict):
+    type: Literal["load.done"]
+    total: int
+
+
+class LoadFailed(TypedDict):
+    type: Literal["load.failed"]
+    error: str
 
 
 class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
@@ -63,18 +91,15 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
                 rows_task = asyncio.create_task(preview.first_rows(path))
                 done, _ = await asyncio.wait({loaded, rows_task}, return_when=asyncio.FIRST_COMPLETED)
             if rows_task is not None and rows_task in done and not loaded.done():
-                rows = rows_task.result()
-                await self.send_event(
-                    "load.rows",
-                    total=self.capture.packets,
-                    packets=[asdict(row) for row in rows],
-                    provisional=True,
+                rows = [asdict(row) for row in rows_task.result()]
+                await self.send_json(
+                    LoadRows(type="load.rows", total=self.capture.packets, packets=rows, provisional=True)
                 )
             await loaded
             total = await packets.count(path)
-            await self.send_event("load.done", total=total)
+            await self.send_json(LoadDone(type="load.done", total=total))
         except EngineError as error:
-            await self.send_event("load.failed", error=error.message)
+            await self.send_json(LoadFailed(type="load.failed", error=error.message))
         finally:
             if rows_task is not None:
                 rows_task.cancel()
@@ -86,9 +111,7 @@ class CaptureLoadConsumer(AsyncJsonWebsocketConsumer):
         if now - self._last_progress < PROGRESS_INTERVAL:
             return
         self._last_progress = now
-        await self.send_event(
-            "load.progress", bytes_read=min(bytes_read, self.capture.size), file_size=self.capture.size
+        size = self.capture.size
+        await self.send_json(
+            LoadProgress(type="load.progress", bytes_read=min(bytes_read, size), file_size=size)
         )
-
-    async def send_event(self, event_type: str, **payload: Any) -> None:
-        await self.send_json({"type": event_type, **payload})

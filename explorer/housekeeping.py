@@ -6,7 +6,7 @@ Neither is ever shown (a capture exists only with its row), but both take room. 
 this kind has not changed for ABANDONED_AFTER is removed by the worker (`manage.py run_worker`
 looks once an hour) or by `manage.py sweep_captures`.
 
-Live recordings (`live-*.part`) are left alone: an idle interface may write nothing for hours.
+Live recordings (explorer/live/staging.py) are left alone: an idle interface may write nothing for hours.
 
 Finished exports keep their file for an hour (explorer/engine/export.py) and their record, which
 says how the export ended, for EXPORT_RECORDS_KEPT_DAYS; the sweep removes older records.
@@ -23,6 +23,7 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
+from .live import staging as live_staging
 from .models import Capture, ExportJob
 from .uploads import staging_dir
 
@@ -44,7 +45,7 @@ def sweep(older_than: float = ABANDONED_AFTER_SECONDS) -> Swept:
     cutoff = time.time() - older_than
     swept = Swept()
     for part in staging_dir().glob("*.part"):
-        if not part.name.startswith("live-") and _unchanged_since(part, cutoff):
+        if not live_staging.is_recording_file(part) and _unchanged_since(part, cutoff):
             part.unlink(missing_ok=True)
             swept.staging.append(part.name)
     folder = Path(settings.CAPTURES_DIR)

@@ -7,7 +7,7 @@ server or worker loses nothing; the next worker to start picks the capture up. O
 several workers share the work: each locks the capture it summarizes and the others skip it.
 Exports are rows of their own, claimed for a lease (explorer/exports.py), so an export whose
 worker died is run again by the next. With REDIS_URL too, live captures are decoded here, in a
-thread of their own (explorer/livedecoding.py), also under leases.
+thread of their own (explorer/live/worker.py), also under leases.
 """
 
 from __future__ import annotations
@@ -20,10 +20,12 @@ from asgiref.sync import async_to_sync
 from django.db import connection, transaction
 
 from . import annotations as notes
-from . import exports, housekeeping, livecapture, livedecoding
+from . import exports, housekeeping
 from .engine import summary as engine_summary
 from .engine.errors import EngineError
 from .engine.sessions import engine
+from .live import worker as live_worker
+from .live.decoders import decoders_in_worker
 from .models import Capture
 from .search import words_field
 
@@ -63,8 +65,8 @@ def run(poll_seconds: float, once: bool = False) -> None:
     """Export and summarize captures as they come, exports first; with once, stop when none is left."""
     failed: set[int] = set()
     swept_at = -float("inf")
-    if livecapture.decoders_in_worker() and not once:
-        livedecoding.start_thread(poll_seconds)
+    if decoders_in_worker() and not once:
+        live_worker.start_thread(poll_seconds)
     with asyncio.Runner() as runner:
         while True:
             started = time.monotonic()

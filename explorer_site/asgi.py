@@ -30,7 +30,7 @@ from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 
 from explorer.authentication import TokenAuthWebsocketMiddleware  # noqa: E402
-from explorer.livestream import LiveStreamRoute, stream_bodies_as_they_arrive  # noqa: E402
+from explorer.live.route import LiveStreamRoute, stream_bodies_as_they_arrive  # noqa: E402
 from explorer.middleware import OwnContext, RequestThreads  # noqa: E402
 from explorer.routing import websocket_urlpatterns  # noqa: E402
 from explorer.uploads import UploadStream  # noqa: E402

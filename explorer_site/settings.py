@@ -109,7 +109,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 REDIS_URL = os.environ.get("REDIS_URL", "")
 # Messages waiting to be read, per channel; over Redis all the connections of one server
 # process share one. When a viewer opens a capture, every other viewer of it answers at once
-# (explorer/live.py): with 50 viewers the default of 100 overflowed and closed their sockets.
+# (explorer/presence/): with 50 viewers the default of 100 overflowed and closed their sockets.
 CHANNEL_CAPACITY = env_int("CHANNEL_CAPACITY", 10000)
 if REDIS_URL:
     CHANNEL_LAYERS = {

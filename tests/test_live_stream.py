@@ -243,6 +243,39 @@ async def test_a_viewer_sees_only_what_its_display_filter_matches(server: Server
     assert len(numbers) > 50
 
 
+async def test_a_viewer_is_told_when_one_display_filter_too_many_is_refused(server: Server) -> None:
+    data = sample_capture("http_espn.pcapng").read_bytes()
+    half = len(data) // 2
+    async with httpx.AsyncClient(base_url=server.url, headers=server.owner_headers(), timeout=120) as client:
+        go_on = asyncio.Event()
+
+        async def held_half_way() -> AsyncIterator[bytes]:
+            yield data[:half]
+            await go_on.wait()
+            yield data[half:]
+
+        sending = asyncio.create_task(client.put("/api/live/many-filters", content=held_half_way()))
+        live = await asyncio.to_thread(wait_for_live, server, "many-filters", "running")
+        url = f"ws://127.0.0.1:{server.port}/ws/live/{live['id']}/"
+        try:
+            async with connect(url, origin=server.url, additional_headers=server.owner_headers()) as ws:
+                async with asyncio.timeout(120):
+                    # Every display filter runs a decoder of its own: eight besides the whole list.
+                    for number in range(1, 9):
+                        await ws.send(json.dumps({"filter": f"frame.number > {number}"}))
+                        while (answer := json.loads(await ws.recv()))["type"] != "live.snapshot":
+                            assert answer["type"] != "live.filter_refused", answer
+                    await ws.send(json.dumps({"filter": "frame.number > 9"}))
+                    while (answer := json.loads(await ws.recv()))["type"] != "live.filter_refused":
+                        assert answer["type"] != "live.snapshot", answer
+        finally:
+            go_on.set()
+        assert answer["filter"] == "frame.number > 9"
+        assert answer["message"] == "at most 8 different display filters per live capture"
+        stored = await sending
+    assert stored.status_code == 200, stored.text
+
+
 def test_it_keeps_the_packets_before_a_damaged_record(server: Server, api: httpx.Client) -> None:
     data = sample_capture("dns-udp.pcap").read_bytes()
     whole = data[:24]

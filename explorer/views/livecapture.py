@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
@@ -13,24 +12,22 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
 
-from .. import livecapture
+from .. import access
 from ..access import capture_for, user_of
 from ..engine import dumpcap
 from ..engine import packets as engine_packets
 from ..engine.errors import EngineError
+from ..live import staging
+from ..live.interface import start_interface
+from ..live.recording import request_stop
+from ..live.ring import Ring
 from ..models import LiveCapture
-from ..uploads import staging_dir
 from .common import not_found_page, varies_on_htmx, wants_partial
 from .packets import NUMBER_PLACEHOLDER, detail_context, tree_and_dumps
 
 LIMIT_FIELDS = {"seconds": "duration", "packets": "packets", "kilobytes": "size"}
 RING_FIELDS = {"ring_files": "ring buffer's number of files", "ring_kilobytes": "ring buffer's file size"}
 MAX_LIMIT = 10**9
-
-# The files a recording writes in the staging folder (explorer/livecapture.py `Recording`): its
-# first file, and a ring buffer's later files or their join.
-RECORDED_FILE = re.compile(r"live-\d+-[0-9a-f]{32}\.part")
-RING_FILE = re.compile(r"live-\d+-[0-9a-f]{32}\.(\d+|ring)\.part")
 RING_REFUSED = (
     "This capture keeps a ring buffer of files, whose packet numbers start over in each file: "
     "details are shown once the capture is stored."
@@ -56,7 +53,7 @@ def _limits(request: HttpRequest) -> dumpcap.Limits:
     return dumpcap.Limits(**_numbers(request, LIMIT_FIELDS))
 
 
-def _ring(request: HttpRequest) -> livecapture.Ring | None:
+def _ring(request: HttpRequest) -> Ring | None:
     """Return the ring buffer of the start form, if any; raise CaptureRefused for half of one."""
     values = _numbers(request, RING_FIELDS)
     files, kilobytes = values["ring_files"], values["ring_kilobytes"]
@@ -64,15 +61,12 @@ def _ring(request: HttpRequest) -> livecapture.Ring | None:
         return None
     if files is None or kilobytes is None or files < 2:
         raise dumpcap.CaptureRefused("a ring buffer needs a number of files (2 or more) and a file size")
-    return livecapture.Ring(files, kilobytes)
+    return Ring(files, kilobytes)
 
 
 async def _live_for(request: HttpRequest, live_id: int) -> LiveCapture:
     """Return the live capture if the requester may watch it, else raise Http404."""
-    live = await LiveCapture.objects.filter(pk=live_id).select_related("capture").afirst()
-    if live is None or not await livecapture.may_view(await user_of(request), live):
-        raise Http404("no such live capture")
-    return live
+    return await access.live_capture_for(await user_of(request), live_id)
 
 
 @require_GET
@@ -81,7 +75,7 @@ async def live_list(request: HttpRequest) -> HttpResponse:
     user = await user_of(request)
     if not user.is_authenticated:
         raise Http404("sign in to see live captures")
-    allowed = await livecapture.may_capture(user)
+    allowed = await access.may_capture_on_interfaces(user)
     interfaces: list[dumpcap.Interface] = []
     problem = ""
     if allowed:
@@ -90,7 +84,7 @@ async def live_list(request: HttpRequest) -> HttpResponse:
         except dumpcap.CaptureRefused as error:
             problem = error.message
     lives = LiveCapture.objects.select_related("owner", "capture", "team")
-    lives = lives.filter(livecapture.watchable_by(user))
+    lives = lives.filter(access.watchable_live_captures(user))
     context = {
         "may_capture": allowed,
         "interfaces": interfaces,
@@ -108,14 +102,14 @@ async def live_start(request: HttpRequest) -> HttpResponse:
     user = await user_of(request)
     if not user.is_authenticated:
         raise Http404("sign in to capture")
-    if not await livecapture.may_capture(user):
+    if not await access.may_capture_on_interfaces(user):
         raise PermissionDenied("you may not capture on this server's interfaces")
     try:
         limits, ring = _limits(request), _ring(request)
-        team = await livecapture.team_of(user, request.POST.get("team", ""))
+        team = await access.team_of(user, request.POST.get("team", ""))
         interface, capture_filter = request.POST.get("interface", ""), request.POST.get("filter", "").strip()
-        live = await livecapture.start_interface(user, interface, capture_filter, limits, ring, team)
-    except dumpcap.CaptureRefused as error:
+        live = await start_interface(user, interface, capture_filter, limits, ring, team)
+    except (dumpcap.CaptureRefused, access.NotInTeam) as error:
         messages.error(request, f"Capture not started: {error.message}")
         return redirect("explorer:live_list")
     return redirect(live)
@@ -129,7 +123,7 @@ async def live_view(request: HttpRequest, live_id: int) -> HttpResponse:
     context = {
         "live": live,
         "detail_url": detail_url.replace(str(NUMBER_PLACEHOLDER), "{number}"),
-        "may_stop": livecapture.may_stop(await user_of(request), live),
+        "may_stop": access.may_stop(await user_of(request), live),
     }
     return render(request, "explorer/live_view.html", context)
 
@@ -138,13 +132,12 @@ def _recorded_file(live: LiveCapture) -> Path:
     """Return the file the live capture is recorded into; raise EngineError if it cannot give details."""
     # The recording may run in another server process: its file, in the shared staging folder,
     # is found by the name it was given.
-    names = [path for path in staging_dir().glob(f"live-{live.pk}-*.part")]
-    if any(RING_FILE.fullmatch(path.name) for path in names):
+    files = staging.files_of(live.pk)
+    if any(not file.is_first for file in files):
         raise EngineError(RING_REFUSED)
-    first = [path for path in names if RECORDED_FILE.fullmatch(path.name)]
-    if not first:
+    if not files:
         raise EngineError("The recorded file is not there (any more): open the stored capture for details.")
-    return first[0]
+    return files[0].path
 
 
 async def _recorded_detail_context(live: LiveCapture, number: int) -> dict[str, Any]:
@@ -185,8 +178,8 @@ async def live_packet_detail(request: HttpRequest, live_id: int, number: int) ->
 @not_found_page
 async def live_stop(request: HttpRequest, live_id: int) -> HttpResponse:
     live = await _live_for(request, live_id)
-    if not livecapture.may_stop(await user_of(request), live):
+    if not access.may_stop(await user_of(request), live):
         raise PermissionDenied("only its owner stops a live capture")
-    if live.state == LiveCapture.State.RUNNING and not await livecapture.request_stop(live):
+    if live.state == LiveCapture.State.RUNNING and not await request_stop(live):
         messages.error(request, "No server process is recording this capture any more.")
     return redirect(live)

@@ -1,26 +1,25 @@
-"""Remote live captures: `PUT /api/live/<name>` with a pcap or pcapng stream as the body.
+"""The ASGI route of remote live captures: `/api/live/<name>`, answered below Django.
 
-The body has no end known in advance (`tcpdump -U -w - | curl -T - ...`), so it is read here as
-the bytes arrive, below Django, and handed to a Recording. The server is taught to deliver
-such a body while it is still arriving: otherwise it keeps the whole request until its end.
+A live stream's body has no end known in advance, so it is read as the bytes arrive
+(explorer/live/remote.py) rather than by a Django view, which sees a body only once it is
+whole. The server is taught to deliver such a body while it is still arriving: otherwise it
+keeps the whole request until its end.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from typing import Any
 from urllib.parse import parse_qs
 
-from django.contrib.auth.models import Group
 from django.db import DatabaseError
 
-from . import livecapture, quotas
-from .authentication import token_of
-from .engine import dumpcap
-from .models import LiveCapture
-from .tokens import user_for_token
+from .. import access, quotas
+from ..authentication import token_of
+from ..models import LiveCapture
+from ..tokens import user_for_token
+from .remote import receive_stream
 
 PREFIX = "/api/live/"
 STREAM_PATH = re.compile(r"/api/live/(?P<name>[A-Za-z0-9._-]{1,100})/?")
@@ -31,7 +30,14 @@ def streams_live(method: bytes, path: bytes) -> bool:
     return method in (b"PUT", b"POST") and path.startswith(PREFIX.encode())
 
 
-async def _answer(send: Any, status: int, body: dict[str, Any]) -> None:
+async def requester(scope: dict[str, Any]) -> Any | None:
+    """Return the user of the request's API token, or None; raise DatabaseError."""
+    headers = dict(scope.get("headers", []))
+    key = token_of(headers.get(b"authorization", b"").decode("latin-1"))
+    return await user_for_token(key) if key is not None else None
+
+
+async def answer(send: Any, status: int, body: dict[str, Any]) -> None:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     # The sender may still be sending: ending the connection ends its upload too.
@@ -56,39 +62,38 @@ class LiveStreamRoute:
             return
         if match is None:
             message = "a live stream's name is 1-100 letters, digits, dots, dashes or underscores"
-            await _answer(send, 404, {"error": message})
+            await answer(send, 404, {"error": message})
             return
         if scope["method"] not in ("PUT", "POST"):
-            await _answer(send, 405, {"error": "send the capture stream with PUT"})
+            await answer(send, 405, {"error": "send the capture stream with PUT"})
             return
         user = await self.token_user(scope, send)
         if user is None:
             return
         refusal = (await quotas.allowance(user)).refusal(0)
         if refusal is not None:
-            await _answer(send, 413, {"error": refusal})
+            await answer(send, 413, {"error": refusal})
             return
         # ?team=NAME: the members of one of the sender's teams watch it too.
         query = parse_qs(scope.get("query_string", b"").decode(errors="replace"))
         try:
-            team = await livecapture.team_of(user, query.get("team", [""])[0])
-        except dumpcap.CaptureRefused as error:
-            await _answer(send, 400, {"error": error.message})
+            team = await access.team_of(user, query.get("team", [""])[0])
+        except access.NotInTeam as error:
+            await answer(send, 400, {"error": error.message})
             return
         status, body = await receive_stream(match["name"], user, receive, team)
-        await _answer(send, status, body)
+        await answer(send, status, body)
 
     async def token_user(self, scope: dict[str, Any], send: Any) -> Any | None:
-        """Return the user of the request's API token, or answer 401 (or 503) and return None."""
-        headers = dict(scope.get("headers", []))
-        key = token_of(headers.get(b"authorization", b"").decode("latin-1"))
+        """Return the user who may stream, or answer 401 (or 503) and return None."""
         try:
-            user = await user_for_token(key) if key is not None else None
+            user = await requester(scope)
         except DatabaseError:
-            await _answer(send, 503, {"error": "the database is unavailable: try again later"})
+            await answer(send, 503, {"error": "the database is unavailable: try again later"})
             return None
-        if user is None:
-            await _answer(send, 401, {"error": "send an API token: Authorization: Token <key>"})
+        if not access.may_stream(user):
+            await answer(send, 401, {"error": "send an API token: Authorization: Token <key>"})
+            return None
         return user
 
     async def listing(self, scope: dict[str, Any], send: Any) -> None:
@@ -96,7 +101,7 @@ class LiveStreamRoute:
         user = await self.token_user(scope, send)
         if user is None:
             return
-        lives = LiveCapture.objects.filter(livecapture.watchable_by(user))
+        lives = LiveCapture.objects.filter(access.watchable_live_captures(user))
         body = [
             {
                 "id": live.pk,
@@ -109,65 +114,7 @@ class LiveStreamRoute:
             }
             async for live in lives[:100]
         ]
-        await _answer(send, 200, {"live_captures": body})
-
-
-async def receive_stream(
-    name: str, user: Any, receive: Any, team: Group | None = None
-) -> tuple[int, dict[str, Any]]:
-    """Record the request body as a live capture until it ends; return the answer's status and body."""
-    # The first bytes say whether this is a capture at all, before anything is created.
-    first = b""
-    more = True
-    while len(first) < 24 and more:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return 400, {"error": "the stream ended before its capture file header"}
-        first += message.get("body", b"")
-        more = message.get("more_body", False)
-    try:
-        # The file header only: a damaged packet further on ends the capture, kept until there.
-        header = livecapture.PacketStream()
-        header.feed(first[:24])
-        if header.damage is not None:
-            raise header.damage
-    except livecapture.NotAStream as error:
-        return 400, {"error": error.message}
-    live = await LiveCapture.objects.acreate(
-        owner=user, name=name, source=LiveCapture.Source.STREAM, team=team
-    )
-    recording = livecapture.Recording(live)
-    await recording.start()
-    reason = "the stream ended"
-    try:
-        await recording.feed(first)
-        stopper = asyncio.create_task(recording.stop_requested.wait())
-        while more:
-            received = asyncio.create_task(receive())
-            await asyncio.wait({received, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            if not received.done():
-                received.cancel()
-                break
-            message = received.result()
-            if message["type"] == "http.disconnect":
-                reason = "the sender disconnected"
-                break
-            await recording.feed(message.get("body", b""))
-            more = message.get("more_body", False)
-        stopper.cancel()
-    except livecapture.NotAStream as error:
-        reason = error.message
-    live = await recording.finish(reason)
-    body: dict[str, Any] = {
-        "live_capture": live.pk,
-        "state": live.state,
-        "message": live.message,
-        "packets": recording.stream.packets,
-    }
-    if live.capture_id is not None:
-        body["capture"] = live.capture_id
-        body["url"] = f"/captures/{live.capture_id}/"
-    return (200 if live.state == LiveCapture.State.STORED else 422), body
+        await answer(send, 200, {"live_captures": body})
 
 
 def stream_bodies_as_they_arrive() -> None:

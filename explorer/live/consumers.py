@@ -7,14 +7,17 @@ import contextlib
 from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.http import Http404
 
-from . import livecapture
-from .engine.errors import EngineError
-from .engine.packets import check_filter
-from .models import LiveCapture
+from .. import access
+from ..engine.errors import EngineError
+from ..engine.packets import check_filter
+from ..models import LiveCapture
+from . import messages
 
 # A recording answers a new viewer at once; this long without an answer means none is left.
 HELLO_TIMEOUT = 10.0
+NOBODY_RECORDS = "no server process is recording this capture any more (was the server restarted?)"
 
 
 class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
@@ -33,25 +36,20 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         live_id = int(self.scope["url_route"]["kwargs"]["live_id"])
         # In the group before its state is read: a capture ending meanwhile is told either way.
-        group = livecapture.group_name(live_id)
+        group = messages.group_name(live_id)
         await self.channel_layer.group_add(group, self.channel_name)
-        live = await LiveCapture.objects.filter(pk=live_id).select_related("capture").afirst()
-        if live is None or not await livecapture.may_view(self.scope.get("user"), live):
+        try:
+            self.live = await access.live_capture_for(self.scope.get("user"), live_id)
+        except Http404:
             await self.channel_layer.group_discard(group, self.channel_name)
             await self.close(code=4404)
             return
-        self.live = live
         self.group = group
         await self.accept()
+        live = self.live
         if live.state != LiveCapture.State.RUNNING:
-            await self.send_json(
-                {
-                    "type": "live.ended",
-                    "state": live.state,
-                    "message": live.message,
-                    "capture_url": live.capture.get_absolute_url() if live.capture else "",
-                }
-            )
+            capture_url = live.capture.get_absolute_url() if live.capture else ""
+            await self.send_json(messages.ended_before(live.state, live.message, capture_url))
             return
         await self.say_hello()
 
@@ -60,10 +58,7 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
         if not hasattr(self, "answered"):
             self.answered = asyncio.Event()
         if self.live.control_channel:
-            await self.channel_layer.send(
-                self.live.control_channel,
-                {"type": "live.hello", "reply_to": self.channel_name, "filter": self.display_filter},
-            )
+            await messages.send_hello(self.live.control_channel, self.channel_name, self.display_filter)
         if self.waiting is None:
             self.waiting = asyncio.create_task(self.tell_if_unanswered())
 
@@ -74,8 +69,7 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
             return
         live = await LiveCapture.objects.aget(pk=self.live.pk)
         if live.state == LiveCapture.State.RUNNING:
-            message = "no server process is recording this capture any more (was the server restarted?)"
-            await self.send_json({"type": "live.silent", "message": message})
+            await self.send_json(messages.silent(NOBODY_RECORDS))
 
     async def disconnect(self, code: int) -> None:
         if self.waiting is not None:
@@ -94,34 +88,35 @@ class LiveCaptureConsumer(AsyncJsonWebsocketConsumer):
         except EngineError as error:
             problem = error.message
         if problem:
-            await self.send_json(
-                {"type": "live.filter_refused", "filter": display_filter, "message": problem}
-            )
+            await self.send_json(messages.filter_refused(display_filter, problem))
             return
         if self.filter_group:
             await self.channel_layer.group_discard(self.filter_group, self.channel_name)
             self.filter_group = ""
         self.display_filter = display_filter
         if display_filter:
-            self.filter_group = livecapture.filter_group_name(self.live.pk, display_filter)
+            self.filter_group = messages.filter_group_name(self.live.pk, display_filter)
             await self.channel_layer.group_add(self.filter_group, self.channel_name)
         await self.say_hello()
 
-    async def live_rows(self, message: dict[str, Any]) -> None:
-        if message["filter"] == self.display_filter:
-            await self.send_json({"type": "live.rows", "filter": message["filter"], "rows": message["rows"]})
+    # ---- from the recording (or the worker decoding it) ----------------------------------------
 
-    async def live_snapshot(self, message: dict[str, Any]) -> None:
+    async def live_rows(self, message: messages.Rows) -> None:
+        if message["filter"] == self.display_filter:
+            rows: messages.Rows = {"type": "live.rows", "filter": message["filter"], "rows": message["rows"]}
+            await self.send_json(rows)
+
+    async def live_snapshot(self, message: messages.Snapshot) -> None:
         self.answered.set()
         if message["filter"] == self.display_filter:
             await self.send_json(message)
 
-    async def live_status(self, message: dict[str, Any]) -> None:
+    async def live_status(self, message: messages.StatusUpdate) -> None:
         self.answered.set()
         await self.send_json(message)
 
-    async def live_refused(self, message: dict[str, Any]) -> None:
-        await self.send_json({"type": "live.filter_refused", "filter": self.display_filter, **message})
+    async def live_refused(self, message: messages.Refused) -> None:
+        await self.send_json(messages.filter_refused(self.display_filter, message["message"]))
 
-    async def live_ended(self, message: dict[str, Any]) -> None:
+    async def live_ended(self, message: messages.Ended) -> None:
         await self.send_json(message)

@@ -1,7 +1,4 @@
-"""Live updates of a capture: who is looking at it, and changes to its annotations and marks.
-
-Every viewer's websocket joins the channel-layer group of its capture. The API functions that
-change annotations or marks publish an event to the group, and each connection forwards it.
+"""The capture page's websocket: who else is looking, and changes to annotations and marks.
 
 Presence is kept without any state shared between server processes, so that it works the
 same over Redis as in memory. The connections of one process know each other (`_local`); a
@@ -18,21 +15,18 @@ growing with the square of its size.
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any
 
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.http import Http404
 
-from . import marks
-from .access import capture_for_scope
-from .models import Capture
-
-log = logging.getLogger(__name__)
+from ..access import capture_for_scope
+from ..models import Capture
+from . import messages
+from .messages import PROCESS, Viewer
 
 # A viewer of another process is dropped when unheard of for this many intervals.
 PRESENCE_EXPIRY_INTERVALS = 2.5
@@ -42,41 +36,8 @@ PRESENCE_EXPIRY_INTERVALS = 2.5
 PRESENCE_PUSH_DELAY = 0.3
 ANONYMOUS = "anonymous link holder"
 
-Event = Literal["annotation.created", "annotation.updated", "annotation.deleted", "marks.changed"]
-
-
-# This process, in presence messages: its own connections learn of each other directly.
-PROCESS = uuid.uuid4().hex
-# The presence connections of this process, by capture group and viewer id.
-_local: dict[str, dict[str, CaptureLiveConsumer]] = {}
-
-
-def group_name(capture_id: int) -> str:
-    return f"capture-{capture_id}"
-
-
-async def publish(capture_id: int, event: Event, **payload: Any) -> None:
-    """Send an event (JSON-serialisable payload) to everyone viewing the capture."""
-    layer = get_channel_layer()
-    if layer is None:
-        return
-    message = {"type": "live.event", "event": {"type": event, **payload}}
-    try:
-        await layer.group_send(group_name(capture_id), message)
-    except Exception:
-        # The change itself is saved: a channel layer that is down (Redis) must not turn it
-        # into an error. Viewers reload the annotations and marks when they reconnect.
-        log.warning("could not publish %s for capture %s", event, capture_id, exc_info=True)
-
-
-async def annotation_changed(capture_id: int, event: Event, annotation: dict[str, Any]) -> None:
-    """Publish a created, updated or deleted annotation, as the API shows it."""
-    await publish(capture_id, event, annotation=annotation)
-
-
-async def marks_changed(capture: Capture) -> None:
-    """Publish the capture's marked frames after a change."""
-    await publish(capture.pk, "marks.changed", frames=await marks.marked(capture))
+# The presence connections of this process (messages.PROCESS), by capture group and viewer id.
+_local: dict[str, dict[str, CapturePresenceConsumer]] = {}
 
 
 def viewer_name(user: Any) -> str:
@@ -85,7 +46,7 @@ def viewer_name(user: Any) -> str:
     return ANONYMOUS
 
 
-class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
+class CapturePresenceConsumer(AsyncJsonWebsocketConsumer):
     """Push `presence`, `annotation.*` and `marks.changed` events for one capture."""
 
     capture: Capture
@@ -102,7 +63,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         except Http404:
             await self.close(code=4404)
             return
-        self.group = group_name(self.capture.pk)
+        self.group = messages.group_name(self.capture.pk)
         self.viewer_id = uuid.uuid4().hex
         self.name = viewer_name(self.scope.get("user"))
         # viewer id -> (name, when last heard of)
@@ -115,7 +76,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
         await self.send_presence()
-        await self.tell_group("presence.hello")
+        await messages.send_hello(self.group, self.me(), self.channel_name)
         self.heartbeat = asyncio.create_task(self.beat())
 
     async def disconnect(self, code: int) -> None:
@@ -130,7 +91,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
             neighbour.forget(self.viewer_id)
         if not neighbours:
             _local.pop(self.group, None)
-        await self.tell_group("presence.bye")
+        await messages.send_bye(self.group, self.me(), self.channel_name)
         await self.channel_layer.group_discard(self.group, self.channel_name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
@@ -138,28 +99,23 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
 
     # ---- presence ---------------------------------------------------------------------------
 
-    def me(self) -> dict[str, str]:
+    def me(self) -> Viewer:
         return {"id": self.viewer_id, "name": self.name}
-
-    async def tell_group(self, kind: str) -> None:
-        await self.channel_layer.group_send(
-            self.group, {"type": kind, "viewer": self.me(), "reply_to": self.channel_name, "process": PROCESS}
-        )
 
     def speaks_for_process(self) -> bool:
         """Tell whether this connection answers for all the viewers of its process (one does)."""
         neighbours = _local.get(self.group, {})
         return bool(neighbours) and min(neighbours) == self.viewer_id
 
-    def process_viewers(self) -> list[dict[str, str]]:
+    def process_viewers(self) -> list[Viewer]:
         return [neighbour.me() for neighbour in _local.get(self.group, {}).values()]
 
     async def send_presence(self) -> None:
         viewers = sorted(
-            ({"id": key, "name": name} for key, (name, _) in self.viewers.items()),
+            (Viewer(id=key, name=name) for key, (name, _) in self.viewers.items()),
             key=lambda viewer: (viewer["name"], viewer["id"]),
         )
-        await self.send_json({"type": "presence", "you": self.viewer_id, "viewers": viewers})
+        await self.send_json(messages.presence_list(self.viewer_id, viewers))
 
     def presence_changed(self) -> None:
         """Push the list of viewers soon, with whatever else changes in the meantime."""
@@ -171,7 +127,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         self.presence_push = None
         await self.send_presence()
 
-    def heard(self, viewer: dict[str, str]) -> None:
+    def heard(self, viewer: Viewer) -> None:
         key, name = str(viewer["id"]), str(viewer["name"])
         known = key in self.viewers
         self.viewers[key] = (name, time.monotonic())
@@ -182,21 +138,20 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
         if self.viewers.pop(viewer_id, None) is not None:
             self.presence_changed()
 
-    async def presence_hello(self, message: dict[str, Any]) -> None:
+    async def presence_hello(self, message: messages.Hello) -> None:
         if message.get("process") == PROCESS:
             return  # a connection of this process: the two already know each other
         self.heard(message["viewer"])
         if self.speaks_for_process():
-            answer = {"type": "presence.here", "viewers": self.process_viewers()}
-            await self.channel_layer.send(message["reply_to"], answer)
+            await messages.send_here(self.process_viewers(), reply_to=message["reply_to"])
 
-    async def presence_here(self, message: dict[str, Any]) -> None:
+    async def presence_here(self, message: messages.Here) -> None:
         # One viewer alone: from a server of the release before, during an upgrade.
         for viewer in message.get("viewers") or [message["viewer"]]:
             if viewer["id"] != self.viewer_id:
                 self.heard(viewer)
 
-    async def presence_bye(self, message: dict[str, Any]) -> None:
+    async def presence_bye(self, message: messages.Bye) -> None:
         self.forget(message["viewer"]["id"])
 
     async def beat(self) -> None:
@@ -213,8 +168,7 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
             # Group membership expires in channels-redis (a day by default): renew it.
             await self.channel_layer.group_add(self.group, self.channel_name)
             if self.speaks_for_process():
-                here = {"type": "presence.here", "viewers": self.process_viewers(), "process": PROCESS}
-                await self.channel_layer.group_send(self.group, here)
+                await messages.send_here(self.process_viewers(), group=self.group)
             neighbours = _local.get(self.group, {})
             cutoff = time.monotonic() - PRESENCE_EXPIRY_INTERVALS * interval
             silent = [
@@ -227,5 +181,5 @@ class CaptureLiveConsumer(AsyncJsonWebsocketConsumer):
 
     # ---- changes ----------------------------------------------------------------------------
 
-    async def live_event(self, message: dict[str, Any]) -> None:
+    async def live_event(self, message: messages.Event) -> None:
         await self.send_json(message["event"])

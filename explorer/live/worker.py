@@ -1,12 +1,10 @@
 """Live captures decoded in the background worker (BACKGROUND_WORKER=1 with REDIS_URL).
 
 The server process that receives a live capture's packets then only records them
-(explorer/livecapture.py); a worker runs the tshark decoders and pushes the rows to the viewers.
-The queue is the live captures table: a running capture whose decoder lease is free, or has
-lapsed, waits for a worker. The worker that claims it sends the recording its channel
-("live.attach"). The recording answers with its files and the display filters viewers asked
-for, then tells the worker at every push how far the files go ("live.files"). The worker
-decodes them as they grow, one tshark per filter, and reports the last row it pushed.
+(explorer/live/recording.py); a worker runs the tshark decoders and pushes the rows to the
+viewers. The queue is the live captures table: a running capture whose decoder lease is free,
+or has lapsed, waits for a worker. The worker that claims it talks to the recording as
+explorer/live/link.py describes, and decodes the files as they grow, one tshark per filter.
 
 A worker that dies stops renewing its lease. The recording drops it, and the next worker to
 look decodes the files from the start again, pushing only the rows after those already pushed.
@@ -22,16 +20,17 @@ import threading
 import time
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from .livecapture import CLOSED, PUSH_INTERVAL, Feed, Files, Segment, push_rows, stop_listening
-from .models import LiveCapture
-from .uploads import staging_dir
+from ..models import LiveCapture
+from . import messages, staging
+from .feeds import Feeds
+from .messages import SegmentReport, Status
+from .recording import PUSH_INTERVAL
+from .ring import Files, Segment
 
 log = logging.getLogger(__name__)
 
@@ -48,19 +47,16 @@ class ReportedFiles(Files):
     def __init__(self) -> None:
         super().__init__(Segment(0, Path()))
 
-    def update(self, message: dict[str, Any]) -> None:
-        folder = staging_dir()
-
-        def segments(described: list[list[Any]]) -> list[Segment]:
-            # Only a name: the files are in this worker's own view of the shared capture folder.
+    def update(self, report: messages.Files) -> None:
+        def segments(described: list[SegmentReport]) -> list[Segment]:
             return [
-                Segment(int(number), folder / Path(str(name)).name, int(skip), int(size))
+                Segment(int(number), staging.named(str(name)), int(skip), int(size))
                 for number, name, skip, size in described
             ]
 
-        self.segments = segments(message["segments"])
-        self.retired = segments(message["retired"])
-        self.ended = bool(message["ended"])
+        self.segments = segments(report["segments"])
+        self.retired = segments(report["retired"])
+        self.ended = bool(report["ended"])
 
 
 class Decoding:
@@ -71,29 +67,25 @@ class Decoding:
         self.control = control  # the recording's channel
         self.channel = channel  # this decoding's channel, also its lease in the database
         self.files = ReportedFiles()
-        self.feeds: dict[str, Feed] = {}
-        self.adding = asyncio.Lock()  # two viewers asking for one new filter start one decoder
-        self.pushed: dict[str, int] = {}  # by the workers before this one
+        self.feeds = Feeds(self.files, live_id)
         self.heard_at = time.monotonic()
-        self.attached: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self.attached: asyncio.Future[messages.Files] = asyncio.get_running_loop().create_future()
         self.ended = asyncio.Event()
         self.lost = asyncio.Event()  # the lease went to another worker, or the recording went silent
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def run(self) -> bool:
         """Decode until the recording ends; return False if the recording never answered."""
-        layer = get_channel_layer()
-        assert layer is not None
         listener = asyncio.create_task(self.listen())
         try:
-            await layer.send(self.control, {"type": "live.attach", "decoder": self.channel})
+            await messages.send_attach(self.control, self.channel)
             try:
-                state = await asyncio.wait_for(asyncio.shield(self.attached), ATTACH_TIMEOUT)
+                answer = await asyncio.wait_for(asyncio.shield(self.attached), ATTACH_TIMEOUT)
             except TimeoutError:
                 log.warning("the recording of live capture %s did not answer", self.live_id)
                 return False
-            for display_filter in state["filters"]:
-                await self.add_feed(str(display_filter))
+            for display_filter in answer.get("filters", [""]):
+                await self.feeds.get(str(display_filter))
             for work in (self.push(), self.keep_lease()):
                 self.tasks.add(asyncio.create_task(work))
             ended = asyncio.create_task(self.ended.wait())
@@ -106,56 +98,32 @@ class Decoding:
         finally:
             for task in self.tasks:
                 task.cancel()
-            await stop_listening(listener, self.channel)
-            for feed in self.feeds.values():
-                await feed.decoder.kill()
+            await messages.stop_listening(listener, self.channel)
+            await self.feeds.kill()
         return True
 
-    async def add_feed(self, display_filter: str) -> Feed:
-        async with self.adding:
-            feed = self.feeds.get(display_filter)
-            if feed is None:
-                pushed = self.pushed.get(display_filter, 0)
-                feed = Feed(self.files, self.live_id, display_filter, pushed_through=pushed)
-                await feed.start()
-                self.feeds[display_filter] = feed
-            return feed
-
     async def listen(self) -> None:
-        layer = get_channel_layer()
-        assert layer is not None
-        while True:
-            message = await layer.receive(self.channel)
+        async for message in messages.worker_inbox(self.channel):
             self.heard_at = time.monotonic()
-            kind = message.get("type")
-            if kind == CLOSED:
-                return
-            if kind == "live.files":
+            if message["type"] == "live.files":
                 self.files.update(message)
-                if not self.attached.done():
+                if not self.attached.done() and "decoded" in message:
                     # The recording's answer to live.attach, with what earlier workers did.
-                    self.pushed = {str(key): int(value) for key, value in message["decoded"].items()}
+                    self.feeds.pushed = {str(key): int(value) for key, value in message["decoded"].items()}
                     self.attached.set_result(message)
-                for feed in self.feeds.values():
-                    feed.more.set()
+                self.feeds.files_grew()
                 if self.files.ended:
                     self.ended.set()
-            elif kind == "live.hello":
-                welcome = self.welcome(str(message["reply_to"]), str(message["filter"]), message["status"])
+            elif message["type"] == "live.hello":
+                welcome = self.welcome(message["reply_to"], message["filter"], message["status"])
                 task = asyncio.create_task(welcome)
                 self.tasks.add(task)
                 task.add_done_callback(self.tasks.discard)
 
-    async def welcome(self, reply_to: str, display_filter: str, status: dict[str, Any]) -> None:
+    async def welcome(self, reply_to: str, display_filter: str, status: Status) -> None:
         """Send a viewer the latest rows of its filter (the recording checked and sent the filter)."""
-        layer = get_channel_layer()
-        assert layer is not None
-        feed = await self.add_feed(display_filter)
-        # Rows still pending reach the viewer with the next push, through the group.
-        recent = list(feed.recent)
-        rows = recent[: max(0, len(recent) - len(feed.pending))]
-        message = {"type": "live.snapshot", "filter": display_filter, "rows": rows, "status": status}
-        await layer.send(reply_to, message)
+        feed = await self.feeds.get(display_filter)
+        await messages.send_snapshot(reply_to, display_filter, feed.snapshot(), status)
 
     async def push(self) -> None:
         while True:
@@ -164,18 +132,9 @@ class Decoding:
 
     async def push_pending(self) -> None:
         """Push the rows decoded since the last push, then tell the recording how far they go."""
-        await push_rows(self.feeds.values())
-        decoded = {key: max(feed.last_number, feed.pushed_through) for key, feed in self.feeds.items()}
-        reading = min((feed.number for feed in self.feeds.values()), default=0)
-        await self.tell_recording({"type": "live.decoded", "decoded": decoded, "reading": reading})
-
-    async def tell_recording(self, message: dict[str, Any]) -> None:
-        layer = get_channel_layer()
-        assert layer is not None
-        try:
-            await layer.send(self.control, {**message, "decoder": self.channel})
-        except Exception:
-            log.warning("could not reach the recording of live capture %s", self.live_id, exc_info=True)
+        await self.feeds.push()
+        reading = self.feeds.reading()
+        await messages.send_decoded(self.control, self.channel, self.feeds.decoded(), reading or 0)
 
     async def keep_lease(self) -> None:
         """Renew the lease while the recording is heard from; give up when either is lost."""
@@ -194,13 +153,9 @@ class Decoding:
 
     async def finish(self) -> None:
         """Decode the rest of the files, push the last rows and tell the recording."""
-        for feed in self.feeds.values():
-            try:
-                await feed.finish()
-            except Exception:
-                log.exception("decoder of live capture %s failed", self.live_id)
+        await self.feeds.finish()
         await self.push_pending()
-        await self.tell_recording({"type": "live.decoder_done"})
+        await messages.send_decoder_done(self.control, self.channel)
 
 
 def claimable() -> Q:
@@ -211,12 +166,10 @@ def claimable() -> Q:
 
 async def claim_next(unanswered: dict[int, int]) -> Decoding | None:
     """Claim the oldest live capture nobody decodes; None if there is none."""
-    layer = get_channel_layer()
-    assert layer is not None
     given_up = [live_id for live_id, count in unanswered.items() if count >= MAX_UNANSWERED]
     waiting = LiveCapture.objects.filter(claimable()).exclude(pk__in=given_up).order_by("pk")
     async for live_id, control in waiting.values_list("pk", "control_channel"):
-        channel = await layer.new_channel(prefix="livedecoder")
+        channel = await messages.new_decoder_channel()
         lease = timedelta(seconds=settings.LIVE_DECODER_LEASE_SECONDS)
         taken = await LiveCapture.objects.filter(claimable(), pk=live_id).aupdate(
             decoder_channel=channel, decoder_until=timezone.now() + lease
