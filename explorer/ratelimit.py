@@ -11,6 +11,7 @@ a burst through by a request or two: these limits stop abuse, they do not count 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import re
@@ -136,15 +137,25 @@ def requester(request: HttpRequest) -> str:
     return f"address:{client_address(request)}"
 
 
-# Routes that run display filters or taps over every frame: the API's and the pages'. A
-# packet list costs a run only with a filter; paging, sorting and formats cost none.
+# Routes that run display filters or taps over every frame: the API's and the pages' (the
+# follow page and every statistics page, as their registry lists them). A packet list costs a
+# run only with a filter; paging, sorting and formats cost none.
 FILTER_ROUTES = re.compile(
     r"/api/captures/(?P<capture>\d+)/(?P<route>packets|conversations|endpoints|protocol-hierarchy"
     r"|expert|iograph|flow|http-requests|dns-queries|export|follow|follow/raw|http-objects(?:\.zip)?)"
-    r"|/captures/(?P<page_capture>\d+)/(?P<page>statistics|flow|expert|io-graph|http-requests"
-    r"|dns-queries|conversation-graph|follow|http-objects)/"
+    r"|/captures/(?P<page_capture>\d+)/(?P<page>[a-z0-9-]+)/"
 )
+
 FREE_PARAMETERS = {"offset", "limit", "sort", "format", "side", "time", "packet", "start", "end"}
+
+
+@functools.cache
+def filter_pages() -> frozenset[str]:
+    """Return the capture pages (path segments) that run the engine over every frame."""
+    # Imported here: the views import this module (through the uploads).
+    from .views.statistics.registry import paths as statistics_paths
+
+    return frozenset({"follow", *statistics_paths()})
 
 
 def filter_run(request: HttpRequest) -> str | None:
@@ -152,7 +163,7 @@ def filter_run(request: HttpRequest) -> str | None:
     if request.method != "GET":
         return None
     match = FILTER_ROUTES.fullmatch(request.path)
-    if match is None:
+    if match is None or (match["page"] and match["page"] not in filter_pages()):
         return None
     route = match["route"] or match["page"]
     capture = match["capture"] or match["page_capture"]

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from . import views
+from .views.statistics.registry import urlpatterns as statistics_urlpatterns
 
 app_name = "explorer"
 
@@ -17,21 +18,11 @@ urlpatterns = [
         views.packet_detail,
         name="packet_detail",
     ),
-    path("captures/<int:capture_id>/statistics/", views.statistics, name="statistics"),
-    path("captures/<int:capture_id>/flow/", views.flow, name="flow"),
-    path("captures/<int:capture_id>/expert/", views.expert, name="expert"),
-    path("captures/<int:capture_id>/io-graph/", views.io_graph, name="io_graph"),
-    path("captures/<int:capture_id>/http-requests/", views.http_requests, name="http_requests"),
-    path("captures/<int:capture_id>/dns-queries/", views.dns_queries, name="dns_queries"),
-    path(
-        "captures/<int:capture_id>/conversation-graph/",
-        views.conversation_graph_page,
-        name="conversation_graph",
-    ),
+    # Conversations, endpoints, expert information, I/O graph, flow graph...: one page each.
+    *statistics_urlpatterns(),
     path("captures/<int:capture_id>/export/", views.export, name="export"),
     path("captures/<int:capture_id>/exports/", views.export_start, name="export_start"),
     path("captures/<int:capture_id>/exports/<int:export_id>/", views.export_job, name="export_job"),
-    path("captures/<int:capture_id>/http-objects/", views.http_objects, name="http_objects"),
     path("captures/<int:capture_id>/sharing/", views.sharing, name="sharing"),
     path("captures/<int:capture_id>/sharing/visibility/", views.sharing_update, name="sharing_update"),
     path("captures/<int:capture_id>/share/", views.share, name="share"),

@@ -35,6 +35,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.typing import Origin
 
 from explorer.routing import websocket_urlpatterns
+from explorer.views.statistics import registry as statistics_registry
 
 from .conftest import OWNER, PASSWORD, Server, sample_capture, upload
 
@@ -106,15 +107,9 @@ PAGES: dict[str, tuple[Probe, ...]] = {
     "explorer:export_job": (Probe("read"),),
     "explorer:follow": (Probe("read", params={"stream": "0"}),),
     "explorer:packet_detail": (Probe("read", headers={"HX-Request": "true"}),),
-    "explorer:statistics": (Probe("read"),),
-    "explorer:flow": (Probe("read"),),
-    "explorer:expert": (Probe("read"),),
-    "explorer:io_graph": (Probe("read"),),
-    "explorer:http_requests": (Probe("read"),),
-    "explorer:dns_queries": (Probe("read"),),
-    "explorer:conversation_graph": (Probe("read"),),
+    # Every statistic's page (as explorer/views/statistics/ registers them) reads its capture.
+    **{f"explorer:{statistic.url_name}": (Probe("read"),) for statistic in statistics_registry.registered()},
     "explorer:export": (Probe("read"),),
-    "explorer:http_objects": (Probe("read"),),
     "explorer:sharing": (Probe("write"),),
     # The visibility the capture has already: allowed, it changes nothing.
     "explorer:sharing_update": (

@@ -246,7 +246,7 @@ def test_the_conversation_graph_links_every_ipv4_conversation(api: httpx.Client,
 
 def test_the_graph_keeps_the_busiest_hosts() -> None:
     from explorer.engine.stats import Conversation
-    from explorer.views.tables import conversation_graph
+    from explorer.views.statistics.conversation_graph import conversation_graph
 
     class FakeCapture:
         def get_absolute_url(self) -> str:

@@ -1,4 +1,4 @@
-"""Follow a TCP, UDP, HTTP, TLS, HTTP/2 or QUIC stream: its payloads in order, by side."""
+"""Follow a stream of one of the protocols sharkd follows (PROTOCOLS): its payloads in order, by side."""
 
 from __future__ import annotations
 
@@ -13,18 +13,32 @@ from .sessions import engine
 
 Side = Literal["client", "server"]
 
-# The followers sharkd 4.0 offers, and the field numbering each one's streams.
-STREAM_FIELDS = {
-    "TCP": "tcp.stream",
-    "UDP": "udp.stream",
-    "HTTP": "tcp.stream",
-    "TLS": "tcp.stream",
-    "HTTP2": "tcp.stream",
-    "QUIC": "quic.connection.number",
+
+@dataclass(frozen=True)
+class FollowProtocol:
+    """A follower sharkd offers: its name, the field numbering its streams, and its sub-streams'."""
+
+    kind: str
+    stream_field: str
+    # Protocols that carry several streams in one connection number them with a second field.
+    substream_field: str | None = None
+
+
+# The followers sharkd 4.0 offers (TCP, UDP, HTTP, TLS, HTTP/2, QUIC). A new one is an entry
+# here: the follow page, the packet details' Follow links and the API's follow endpoints
+# accept exactly these kinds.
+PROTOCOLS = {
+    protocol.kind: protocol
+    for protocol in (
+        FollowProtocol("TCP", "tcp.stream"),
+        FollowProtocol("UDP", "udp.stream"),
+        FollowProtocol("HTTP", "tcp.stream"),
+        FollowProtocol("TLS", "tcp.stream"),
+        FollowProtocol("HTTP2", "tcp.stream", substream_field="http2.streamid"),
+        FollowProtocol("QUIC", "quic.connection.number", substream_field="quic.stream.stream_id"),
+    )
 }
-# HTTP/2 and QUIC carry several streams in one connection.
-SUBSTREAM_FIELDS = {"HTTP2": "http2.streamid", "QUIC": "quic.stream.stream_id"}
-KINDS = tuple(STREAM_FIELDS)
+KINDS = tuple(PROTOCOLS)
 
 # sharkd 4.0 never tells its follower which sub-stream the filter names (Wireshark's dialog
 # does), so it returns sub-stream 0 of whichever packets match: other sub-streams cannot be
@@ -77,12 +91,13 @@ class FollowResult:
 
 def stream_filter(kind: str, stream: int, substream: int | None = None) -> str:
     """Return the display filter selecting one stream, or raise EngineError for a bad request."""
-    if kind not in STREAM_FIELDS:
+    protocol = PROTOCOLS.get(kind)
+    if protocol is None:
         raise EngineError(f"unknown stream kind {kind!r} (one of {', '.join(KINDS)})")
     if not 0 <= stream <= MAX_STREAM:
         raise EngineError(f"stream must be a number from 0 to {MAX_STREAM}")
-    expression = f"{STREAM_FIELDS[kind]} eq {stream}"
-    if kind not in SUBSTREAM_FIELDS:
+    expression = f"{protocol.stream_field} eq {stream}"
+    if protocol.substream_field is None:
         if substream is not None:
             raise EngineError(f"{kind} streams have no sub-streams")
         return expression
@@ -92,16 +107,17 @@ def stream_filter(kind: str, stream: int, substream: int | None = None) -> str:
         raise EngineError(
             f"this engine (sharkd 4.0) can follow only {kind} sub-stream {FOLLOWABLE_SUBSTREAM}"
         )
-    return f"{expression} and {SUBSTREAM_FIELDS[kind]} eq {substream}"
+    return f"{expression} and {protocol.substream_field} eq {substream}"
 
 
 def parse_hint(kind: str, expression: str) -> tuple[int, int | None] | None:
     """Return (stream, sub-stream) of one of sharkd's follow hints, or None when not followable."""
     match = HINT.match(expression.strip())
-    if match is None or STREAM_FIELDS.get(kind) != match["field"]:
+    protocol = PROTOCOLS.get(kind)
+    if match is None or protocol is None or protocol.stream_field != match["field"]:
         return None
     subfield = match["subfield"]
-    if subfield is not None and subfield != SUBSTREAM_FIELDS.get(kind):
+    if subfield is not None and subfield != protocol.substream_field:
         return None
     stream = int(match["stream"])
     substream = int(match["sub"]) if subfield is not None else None
@@ -122,7 +138,7 @@ def _peer(host: Any, port: Any) -> Peer:
 async def follow(path: Path, kind: str, stream: int, substream: int | None = None) -> FollowResult:
     """Return the payloads of one stream of a capture, client and server marked."""
     expression = stream_filter(kind, stream, substream)
-    if kind in SUBSTREAM_FIELDS and substream is None:
+    if PROTOCOLS[kind].substream_field is not None and substream is None:
         substream = FOLLOWABLE_SUBSTREAM
     result = await engine().sessions(path).call("follow", {"follow": kind, "filter": expression})
     segments = [

@@ -3,7 +3,7 @@
 Every viewer's websocket joins the capture's group. Presence goes between the connections of
 different server processes (`presence.hello`, `presence.here`, `presence.bye`); changes to the
 capture's annotations and marks go from the API to every connection (`live.event`), which
-passes the event inside on to its page as it is (static/explorer/live.js reads them).
+passes the event inside on to its page as it is (static/explorer/capture.js reads them).
 """
 
 from __future__ import annotations

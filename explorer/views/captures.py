@@ -22,6 +22,7 @@ from ..models import Capture
 from ..uploads import staged_uploads
 from . import display
 from .common import not_found_page, varies_on_htmx, wants_partial
+from .sortable import HeaderCell, SortColumn, header
 
 # ?sort= keys and the fields they order by; a leading "-" sorts descending.
 SORTS = {
@@ -35,23 +36,15 @@ SORTS = {
 DEFAULT_SORT = "-uploaded"
 
 COLUMNS = [
-    ("name", "Name"),
-    ("size", "Size"),
-    ("packets", "Packets"),
-    ("first", "First packet (UTC)"),
-    (None, "Last packet (UTC)"),
-    ("duration", "Duration"),
-    (None, "Link types"),
-    ("uploaded", "Uploaded"),
+    SortColumn("name", "Name"),
+    SortColumn("size", "Size"),
+    SortColumn("packets", "Packets"),
+    SortColumn("first", "First packet (UTC)"),
+    SortColumn("", "Last packet (UTC)", sortable=False),
+    SortColumn("duration", "Duration"),
+    SortColumn("", "Link types", sortable=False),
+    SortColumn("uploaded", "Uploaded"),
 ]
-
-
-@dataclass
-class Column:
-    label: str
-    key: str | None
-    next_sort: str
-    direction: str  # "ascending", "descending" or "" (aria-sort values)
 
 
 @dataclass
@@ -67,17 +60,10 @@ def parse_sort(value: str) -> str:
     return value if value.removeprefix("-") in SORTS else DEFAULT_SORT
 
 
-def columns_for(sort: str) -> list[Column]:
-    """Return the table's header cells; clicking the sorted one reverses it."""
-    result = []
-    for key, label in COLUMNS:
-        direction, next_sort = "", key or ""
-        if key and sort.removeprefix("-") == key:
-            descending = sort.startswith("-")
-            direction = "descending" if descending else "ascending"
-            next_sort = key if descending else f"-{key}"
-        result.append(Column(label, key, next_sort, direction))
-    return result
+def columns_for(sort: str, filter_query: str) -> list[HeaderCell]:
+    """Return the table's header cells; clicking the sorted one reverses it, the search kept."""
+    url = reverse("explorer:capture_list")
+    return header(COLUMNS, sort, lambda s: f"{url}?sort={s}" + (f"&{filter_query}" if filter_query else ""))
 
 
 async def capture_rows(visible: QuerySet[Capture], sort: str) -> list[CaptureRow]:
@@ -111,9 +97,8 @@ async def capture_list(request: HttpRequest) -> HttpResponse:
     context = {
         "rows": await capture_rows(found, sort),
         "sort": sort,
-        "columns": columns_for(sort),
+        "columns": columns_for(sort, filters.query_string()),
         "filters": filters,
-        "filter_query": filters.query_string(),
         "search_error": search_error,
         "visible_count": await visible.acount() if filters.active() else None,
         "partial": partial,

@@ -1,4 +1,4 @@
-"""Export Specified Packets and Export Objects → HTTP: the pages; the files come from the API."""
+"""Export Specified Packets: the page and the export's progress; the files come from the API."""
 
 from __future__ import annotations
 
@@ -13,11 +13,9 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import annotations as notes
 from .. import exports, marks
 from ..access import capture_for, user_of
-from ..engine import export as engine_export
 from ..engine.errors import EngineError
 from ..models import Capture, ExportJob
 from .common import not_found_page, wants_partial
-from .statistics import stats_tabs
 
 
 @not_found_page
@@ -95,28 +93,3 @@ def job_context(capture: Capture, job: ExportJob) -> dict[str, Any]:
         "file_url": reverse("api:export_file_of", args=[capture.pk, job.pk]),
         "file_kept": exports.file_of(job) is not None,
     }
-
-
-@not_found_page
-@require_GET
-async def http_objects(request: HttpRequest, capture_id: int) -> HttpResponse:
-    """List the capture's HTTP objects, each with a download link, as Wireshark's Export Objects does."""
-    capture = await capture_for(request, capture_id)
-    error = ""
-    objects: list[engine_export.HttpObject] = []
-    try:
-        objects = await engine_export.http_objects(capture.path)
-    except EngineError as raised:
-        error = raised.message
-    context = {
-        "capture": capture,
-        "view": "http_objects",
-        "views": stats_tabs(capture, request.GET.get("filter", "").strip()),
-        "objects": [(item, reverse("api:http_object", args=[capture.pk, item.index])) for item in objects],
-        "total": sum(item.size for item in objects),
-        "zip_url": reverse("api:http_objects_zip", args=[capture.pk]),
-        "zip_limit": engine_export.ZIP_LIMIT,
-        "error": error,
-        "download_url": reverse("api:download", args=[capture.pk]),
-    }
-    return render(request, "explorer/http_objects.html", context, status=400 if error else 200)

@@ -17,6 +17,8 @@ from ..engine.errors import EngineError
 from ..engine.follow import FollowResult
 from ..models import Capture
 from .common import not_found_page
+from .links import filtered_url, follow_url, packet_url
+from .params import query_int
 
 VIEWS = {"ascii": "ASCII", "hex": "Hex dump", "raw": "Raw"}
 SIDES = ("both", "client", "server")
@@ -55,27 +57,6 @@ def hex_text(data: bytes, offset: int) -> str:
     return "\n".join(lines)
 
 
-def follow_url(
-    capture: Capture, kind: str, stream: int, *, substream: int | None = None, view: str = "", side: str = ""
-) -> str:
-    """Return the follow page of a stream in the view and side given (left out when default)."""
-    query: dict[str, Any] = {"kind": kind, "stream": stream}
-    if substream is not None:
-        query["substream"] = substream
-    query.update({key: value for key, value in (("view", view), ("side", side)) if value})
-    return f"{reverse('explorer:follow', args=[capture.pk])}?{urlencode(query)}"
-
-
-def follow_links(capture: Capture, hints: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    """Return (label, url) for each of a packet's follow hints that the engine can follow."""
-    links = []
-    for kind, expression in hints:
-        parsed = engine_follow.parse_hint(kind, expression)
-        if parsed is not None:
-            links.append((f"{kind} stream", follow_url(capture, kind, parsed[0], substream=parsed[1])))
-    return links
-
-
 def shown_segments(
     capture: Capture, result: FollowResult, view: str, side: str
 ) -> tuple[list[ShownSegment], int]:
@@ -94,17 +75,12 @@ def shown_segments(
         else:
             text = ascii_text(data)
         offsets[segment.side] += len(segment.data)
-        packet_url = f"{capture.get_absolute_url()}?{urlencode({'packet': segment.frame})}"
-        shown.append(ShownSegment(segment.frame, segment.side, len(segment.data), text, packet_url))
+        url = packet_url(capture, segment.frame)
+        shown.append(ShownSegment(segment.frame, segment.side, len(segment.data), text, url))
         budget -= len(data)
         if budget <= 0:
             break
     return shown, PAGE_BYTES[view] - max(budget, 0)
-
-
-def query_int(request: HttpRequest, name: str) -> int | None:
-    value = request.GET.get(name, "")
-    return int(value) if value.isdigit() else None
 
 
 def page_state(view: str, side: str) -> dict[str, str]:
@@ -139,8 +115,8 @@ def follow_context(capture: Capture, result: FollowResult, view: str, side: str)
         "views": [(key, label, here(view=page_state(key, side)["view"])) for key, label in VIEWS.items()],
         "sides": [(key, here(side=page_state(view, key)["side"])) for key in SIDES],
         "downloads": [(key, f"{raw_url}?{urlencode({**raw_query, 'side': key})}") for key in SIDES],
-        "only_url": f"{capture.get_absolute_url()}?{urlencode({'filter': result.filter})}",
-        "exclude_url": f"{capture.get_absolute_url()}?{urlencode({'filter': f'!({result.filter})'})}",
+        "only_url": filtered_url(capture, result.filter),
+        "exclude_url": filtered_url(capture, f"!({result.filter})"),
         "previous_url": neighbour(-1) if neighbours and result.stream > 0 else None,
         "next_url": neighbour(1) if neighbours else None,
     }

@@ -18,8 +18,8 @@ from ..engine.packets import PacketDetail, TreeNode
 from ..models import Capture
 from . import hexdump
 from .common import not_found_page, varies_on_htmx, wants_partial
-from .flow import stream_flow_url
-from .follow import follow_links
+from .links import follow_links, stream_flow_url
+from .statistics.registry import menu as statistics_menu
 
 TIME_FORMAT_LABELS = {
     "relative": "Since beginning of capture",
@@ -114,6 +114,7 @@ async def capture(request: HttpRequest, capture_id: int) -> HttpResponse:
         "packet": packet,
         "field": request.GET.get("field", "")[:200],
         "download_url": reverse("api:download", args=[capture.pk]),
+        "statistics_menu": statistics_menu(capture, request.GET.get("filter", "")),
         "urls": {
             "packets": reverse("api:packet_list", args=[capture.pk]),
             "detail": detail_url.replace(str(NUMBER_PLACEHOLDER), "{number}"),

@@ -2,11 +2,12 @@
 // and keeps the state in the URL (?filter=&packet=&time=) so a reload or a copied link restores it.
 import { Annotations } from "./annotations.js";
 import { FilterBar } from "./filter-bar.js";
-import { LiveUpdates, otherViewers } from "./live.js";
 import { Marks } from "./marks.js";
 import { PacketMenu } from "./packet-menu.js";
 import { PacketDetail } from "./packet-detail.js";
 import { PacketList } from "./packet-list.js";
+import { otherViewers } from "./presence.js";
+import { ReconnectingSocket } from "./socket.js";
 import { csrfToken, debounce } from "./util.js";
 
 const app = document.getElementById("capture-app");
@@ -49,12 +50,10 @@ function stateUrl() {
   return `${location.pathname}${query ? `?${query}` : ""}`;
 }
 
-// The header's Flow graph link draws the packets the list shows: it carries the current filter.
-// The Export… link does too: it exports the displayed packets.
-function updateFlowLink() {
-  for (const id of ["flow-graph-link", "export-link"]) {
-    const link = document.getElementById(id);
-    if (!link) continue;
+// The header's links marked data-carries-filter (the Flow graph draws the packets the list
+// shows, Export… exports them) carry the current filter.
+function updateFilterLinks() {
+  for (const link of document.querySelectorAll("a[data-carries-filter]")) {
     const url = new URL(link.href);
     if (state.filter) url.searchParams.set("filter", state.filter);
     else url.searchParams.delete("filter");
@@ -63,7 +62,7 @@ function updateFlowLink() {
 }
 
 function saveUrl(push) {
-  updateFlowLink();
+  updateFilterLinks();
   const url = stateUrl();
   if (url === `${location.pathname}${location.search}`) return;
   if (push) history.pushState(null, "", url);
@@ -332,63 +331,44 @@ async function loaded() {
 const LOAD_RETRIES = 3;
 const LOAD_RETRY_MS = 500;
 
-function followLoad(attempt = 0) {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  let settled = false;
-  let socket;
-  const dropped = () => {
-    if (settled) return;
-    settled = true;
-    if (attempt < LOAD_RETRIES) {
-      setTimeout(() => followLoad(attempt + 1), LOAD_RETRY_MS * 2 ** attempt);
-      return;
-    }
-    setLoadState("loading", "Loading…");
-    loaded();
-  };
-  try {
-    socket = new WebSocket(`${scheme}//${location.host}${data.websocketPath}`);
-  } catch {
-    dropped();
-    return;
-  }
-  socket.addEventListener("message", (event) => {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    switch (message.type) {
-      case "load.progress": {
-        const fraction = message.file_size ? message.bytes_read / message.file_size : 0;
-        setLoadState("loading", `Loading… ${Math.floor(fraction * 100)}%`, fraction);
-        break;
-      }
-      case "load.rows":
-        // The first rows, read while the engine loads; they are unfiltered. A reconnected
-        // socket sends them again: they replace the ones shown, never add to them.
-        if (!state.filter && Array.isArray(message.packets)) {
-          list.showProvisional(message.packets, message.total);
+function followLoad() {
+  const socket = new ReconnectingSocket(data.websocketPath, {
+    retries: LOAD_RETRIES,
+    firstRetryMs: LOAD_RETRY_MS,
+    restartDelays: false,
+    onGiveUp() {
+      setLoadState("loading", "Loading…");
+      loaded();
+    },
+    onMessage(message) {
+      switch (message.type) {
+        case "load.progress": {
+          const fraction = message.file_size ? message.bytes_read / message.file_size : 0;
+          setLoadState("loading", `Loading… ${Math.floor(fraction * 100)}%`, fraction);
+          break;
         }
-        break;
-      case "load.done":
-        settled = true;
-        socket.close();
-        loaded();
-        break;
-      case "load.failed":
-        settled = true;
-        socket.close();
-        setLoadState("failed", `Loading failed: ${message.error}`);
-        list.setMessage(`The capture could not be loaded: ${message.error}`);
-        break;
-      default:
-        break;
-    }
+        case "load.rows":
+          // The first rows, read while the engine loads; they are unfiltered. A reconnected
+          // socket sends them again: they replace the ones shown, never add to them.
+          if (!state.filter && Array.isArray(message.packets)) {
+            list.showProvisional(message.packets, message.total);
+          }
+          break;
+        case "load.done":
+          socket.close();
+          loaded();
+          break;
+        case "load.failed":
+          socket.close();
+          setLoadState("failed", `Loading failed: ${message.error}`);
+          list.setMessage(`The capture could not be loaded: ${message.error}`);
+          break;
+        default:
+          break;
+      }
+    },
   });
-  socket.addEventListener("close", dropped);
-  socket.addEventListener("error", dropped);
+  socket.start();
 }
 
 // ---- resizable panes ----------------------------------------------------------------------
@@ -494,14 +474,16 @@ function showPresence(message) {
   presence.textContent = others ? `Also here: ${others}` : "";
 }
 
-const live = new LiveUpdates({
-  path: document.getElementById("annotations-panel").dataset.livePath,
+// Live updates of the capture: who else is looking at it, and the annotations and marks
+// anyone changes. After a drop, what was missed is fetched again.
+const live = new ReconnectingSocket(document.getElementById("annotations-panel").dataset.livePath, {
   onMessage(message) {
     if (message.type === "presence") showPresence(message);
     else if (message.type.startsWith("annotation.")) annotations.apply(message);
     else if (message.type === "marks.changed" && Array.isArray(message.frames)) marks.set(message.frames);
   },
-  onReconnect() {
+  onOpen({ reopened }) {
+    if (!reopened) return;
     annotations.load();
     marks.load();
   },

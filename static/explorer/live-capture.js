@@ -4,13 +4,12 @@
 // rendered (and escaped) by the server, as in the stored capture's view.
 
 import { PacketDetail } from "./packet-detail.js";
+import { ReconnectingSocket } from "./socket.js";
 import { colour } from "./util.js";
 
 // Rows kept in the page: older ones are dropped (the stored capture has them all).
 const MAX_ROWS = 5000;
 const COLUMNS = ["number", "time", "source", "destination", "protocol", "length", "info"];
-const FIRST_RETRY_MS = 1000;
-const LAST_RETRY_MS = 30000;
 
 const app = document.getElementById("live-app");
 const rowsBox = document.getElementById("live-rows");
@@ -25,8 +24,6 @@ const endedText = document.getElementById("live-ended-text");
 const captureLink = document.getElementById("live-capture-link");
 
 let following = true;
-let socket = null;
-let retry = FIRST_RETRY_MS;
 let displayFilter = "";
 let finished = app.dataset.state !== "running";
 let lastStatus = null;
@@ -87,6 +84,7 @@ function showStatus(status) {
 
 function showEnded(message) {
   finished = true;
+  socket.stopReconnecting();
   const state = message.state === "stored" ? "Stored" : "Failed";
   endedText.textContent = message.message ? `${state}: ${message.message}` : state;
   if (message.capture_url && message.capture_url.startsWith("/")) {
@@ -127,31 +125,15 @@ function onMessage(message) {
   }
 }
 
-function connect() {
-  const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-  const ws = new WebSocket(`${scheme}//${location.host}${app.dataset.websocketPath}`);
-  socket = ws;
-  ws.addEventListener("open", () => {
-    retry = FIRST_RETRY_MS;
-    if (displayFilter) ws.send(JSON.stringify({ filter: displayFilter }));
-  });
-  ws.addEventListener("message", (event) => {
-    let message;
-    try {
-      message = JSON.parse(event.data);
-    } catch {
-      return;
-    }
-    if (message && typeof message.type === "string") onMessage(message);
-  });
-  ws.addEventListener("close", () => {
-    if (socket !== ws || finished) return;
-    socket = null;
+const socket = new ReconnectingSocket(app.dataset.websocketPath, {
+  onMessage,
+  onOpen() {
+    if (displayFilter) socket.send({ filter: displayFilter });
+  },
+  onDrop() {
     statusLine.textContent = "connection lost: reconnecting…";
-    setTimeout(connect, retry);
-    retry = Math.min(retry * 2, LAST_RETRY_MS);
-  });
-}
+  },
+});
 
 rowsBox.addEventListener("click", (event) => {
   const row = event.target.closest("tr.live-row");
@@ -175,7 +157,9 @@ filterForm.addEventListener("submit", (event) => {
   filterError.hidden = true;
   displayFilter = filterInput.value.trim();
   rowsBox.replaceChildren();
-  if (socket && socket.readyState === WebSocket.OPEN) socket.send(JSON.stringify({ filter: displayFilter }));
+  socket.send({ filter: displayFilter });
 });
 
-connect();
+// A capture that had ended when the page opened connects once, to hear how it ended.
+if (finished) socket.stopReconnecting();
+socket.start();

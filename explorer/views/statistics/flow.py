@@ -1,27 +1,26 @@
-"""The Flow Graph page: a ladder diagram of TCP flows, drawn as SVG on the server."""
+"""Statistics ▸ Flow Graph: a ladder diagram of TCP flows, drawn as SVG on the server."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
-from django.urls import reverse
 from django.utils.http import content_disposition_header
 from django.views.decorators.http import require_GET
 
-from ..access import capture_for
-from ..engine import flows as engine_flows
-from ..engine import follow as engine_follow
-from ..engine.errors import EngineError
-from ..engine.flows import Arrow, Flow
-from ..models import Capture
-from .common import not_found_page
-from .follow import query_int
+from ...access import capture_for
+from ...engine import flows as engine_flows
+from ...engine.errors import EngineError
+from ...engine.flows import Arrow, Flow
+from ...models import Capture
+from ..common import not_found_page
+from ..links import filtered_url, flow_url, packet_url
+from ..params import query_int
+from .registry import MenuEntry, statistic
 
 # Geometry in SVG user units (pixels), for a 12 px monospace font.
 CHAR_WIDTH = 7.3
@@ -86,13 +85,6 @@ def colour_of(arrow: Arrow) -> str:
     return "#263238"
 
 
-def packet_url(capture: Capture, frame: int, filter_text: str) -> str:
-    query: dict[str, Any] = {"packet": frame}
-    if filter_text:
-        query["filter"] = filter_text
-    return f"{capture.get_absolute_url()}?{urlencode(query)}"
-
-
 def layout(capture: Capture, flow: Flow, link_filter: str) -> Diagram:
     """Place the nodes' lifelines and one arrow per packet, a row each, time on the left."""
     longest = max(
@@ -147,32 +139,6 @@ def layout(capture: Capture, flow: Flow, link_filter: str) -> Diagram:
     return Diagram(width, height, ROW_HEIGHT, height - 10, summary_x, nodes, arrows)
 
 
-def flow_url(
-    capture: Capture, *, filter_text: str = "", stream: int | None = None, offset: int = 0, svg: bool = False
-) -> str:
-    """Return the flow graph page of a filter or a TCP stream (parameters left out when empty)."""
-    query: dict[str, Any] = {}
-    if stream is not None:
-        query["stream"] = stream
-    elif filter_text:
-        query["filter"] = filter_text
-    if offset:
-        query["offset"] = offset
-    if svg:
-        query["format"] = "svg"
-    url = reverse("explorer:flow", args=[capture.pk])
-    return f"{url}?{urlencode(query)}" if query else url
-
-
-def stream_flow_url(capture: Capture, hints: list[tuple[str, str]]) -> str | None:
-    """Return the flow graph of a packet's TCP stream, from its follow hints, if it has one."""
-    for kind, expression in hints:
-        parsed = engine_follow.parse_hint(kind, expression) if kind == "TCP" else None
-        if parsed is not None:
-            return flow_url(capture, stream=parsed[0])
-    return None
-
-
 def svg_download(capture: Capture, svg: str) -> HttpResponse:
     response = HttpResponse(XML_DECLARATION + svg, content_type="image/svg+xml; charset=utf-8")
     name = f"{Path(capture.name).stem}-flow-graph.svg"
@@ -180,6 +146,8 @@ def svg_download(capture: Capture, svg: str) -> HttpResponse:
     return response
 
 
+# Not a Statistics tab: the capture page's menu opens it on the packets its list shows.
+@statistic("flow", "Flow Graph", order=100, tab=False, menu=MenuEntry("Flow graph", "flow-graph-link", True))
 @not_found_page
 @require_GET
 async def flow(request: HttpRequest, capture_id: int) -> HttpResponse:
@@ -216,8 +184,6 @@ async def flow(request: HttpRequest, capture_id: int) -> HttpResponse:
         previous_url=page_url(max(offset - page, 0)) if offset > 0 else None,
         next_url=page_url(offset + page) if offset + page < result.total else None,
         download_url=page_url(offset, svg=True),
-        capture_url=f"{capture.get_absolute_url()}?{urlencode({'filter': link_filter})}"
-        if link_filter
-        else capture.get_absolute_url(),
+        capture_url=filtered_url(capture, link_filter) if link_filter else capture.get_absolute_url(),
     )
     return render(request, "explorer/flow.html", context)

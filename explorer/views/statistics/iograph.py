@@ -1,4 +1,4 @@
-"""The I/O Graph page: packets or bytes per interval for up to four filters, drawn as SVG on the server.
+"""Statistics ▸ I/O Graph: packets or bytes per interval for up to four filters, drawn as SVG on the server.
 
 All state is in the URL: `interval` (ms), repeated `graph` (packets or bytes) and `filter`
 pairs, one pair per series in order, and an optional zoom range `start`/`end` in seconds
@@ -17,18 +17,18 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.http import require_GET
 
-from ..access import capture_for
-from ..engine import iograph as engine_iograph
-from ..engine import packets as engine_packets
-from ..engine.errors import EngineError
-from ..engine.iograph import IOGraph
-from ..models import Capture
-from .common import not_found_page, varies_on_htmx, wants_partial
-from .statistics import stats_tabs
+from ...access import capture_for
+from ...engine import iograph as engine_iograph
+from ...engine import packets as engine_packets
+from ...engine.errors import EngineError
+from ...engine.iograph import IOGraph
+from ...models import Capture
+from ..common import not_found_page
+from .page import StatisticPage
+from .registry import named, statistic
 
 INTERVAL_LABELS = {1: "1 ms", 10: "10 ms", 100: "100 ms", 1_000: "1 s", 10_000: "10 s", 60_000: "1 min"}
 INTERVAL_LABELS[600_000] = "10 min"
@@ -376,6 +376,7 @@ def navigation(page: GraphPage, graph: IOGraph, range_first: int, range_last: in
     return found
 
 
+@statistic("iograph", "I/O Graph", order=50, url_name="io_graph")
 @not_found_page
 @require_GET
 async def io_graph(request: HttpRequest, capture_id: int) -> HttpResponse:
@@ -405,10 +406,9 @@ async def io_graph(request: HttpRequest, capture_id: int) -> HttpResponse:
                 chart = draw(page, graph)
             moves = navigation(page, graph, min(first, graph.first), range_last)
     add_series = series + [("", "packets")]
+    # The tabs carry the first series' filter, the one the other statistics are limited to.
+    shown = StatisticPage(capture, named("iograph"), series[0][0], error=error)
     context = {
-        "capture": capture,
-        "view": "iograph",
-        "views": stats_tabs(capture, series[0][0]),
         "interval_ms": interval_ms,
         "intervals": list(INTERVAL_LABELS.items()),
         "units": engine_iograph.UNITS,
@@ -421,11 +421,6 @@ async def io_graph(request: HttpRequest, capture_id: int) -> HttpResponse:
         "links": moves.links,
         "caption": moves.caption,
         "reset_label": moves.reset_label,
-        "error": error,
-        "download_url": reverse("api:download", args=[capture.pk]),
     }
-    template = "explorer/io_graph.html"
-    if wants_partial(request):
-        template += "#io_body"
     status = 400 if error or any(problems) else 200
-    return varies_on_htmx(render(request, template, context, status=status))
+    return shown.render(request, "explorer/io_graph.html", context, partial="io_body", status=status)

@@ -1,0 +1,1 @@
+"""The statistics pages: each module here registers its statistic (see registry.py)."""
