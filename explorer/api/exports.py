@@ -14,7 +14,6 @@ from ninja.errors import HttpError
 from .. import exports
 from ..access import capture_for, user_of
 from ..engine import export as engine_export
-from ..engine.errors import EngineError
 from ..models import Capture, ExportJob
 from .responses import file_download, read_and_remove
 from .schemas import Error, file_response
@@ -85,25 +84,10 @@ async def export_job(request: HttpRequest, capture_id: int, export_id: int) -> t
     return capture, await exports.current_of(capture, export_id)
 
 
-def frame_bound(value: str, name: str) -> int | None:
-    value = value.strip()
-    if not value:
-        return None
-    if not value.isdigit():
-        raise HttpError(400, f"{name} must be a frame number")
-    return int(value)
-
-
-def file_stem(name: str) -> str:
-    """Return a capture's name without its extension (both of .pcap.gz)."""
-    stem = Path(name).stem
-    return (Path(stem).stem if name.endswith(".gz") else stem) or "capture"
-
-
 def export_file(capture: Capture, path: Path, removed: bool = False) -> StreamingHttpResponse:
     """Answer with an export's file; removed once sent if nobody fetches it again."""
     content = read_and_remove(path) if removed else None
-    return file_download(path, f"{file_stem(capture.name)}-export.pcapng", content)
+    return file_download(path, exports.file_name(capture, "export.pcapng"), content)
 
 
 @router.get(
@@ -119,17 +103,10 @@ async def export_packets(
     request: HttpRequest, capture_id: int, query: Query[ExportQuery]
 ) -> StreamingHttpResponse:
     capture = await capture_for(request, capture_id)
-    everything = query.range in ("all", "marked")
-    first = None if everything else frame_bound(query.first, "first")
-    last = None if everything else frame_bound(query.last, "last")
+    first, last, marked_only = exports.chosen_frames(query.range, query.first, query.last)
     user = await user_of(request)
-    job = await exports.queue(
-        capture, user, query.filter, first, last, query.range == "marked", query.annotations
-    )
-    job = await exports.finished(job, settings.ENGINE_REQUEST_TIMEOUT)
-    if job.state == ExportJob.State.FAILED:
-        raise EngineError(job.error)
-    path = exports.file_of(job)
+    job = await exports.queue(capture, user, query.filter, first, last, marked_only, query.annotations)
+    path = await exports.finished_file(job, settings.ENGINE_REQUEST_TIMEOUT)
     if path is None:
         raise HttpError(503, f"the export is still running: ask for {export_url(job)}")
     # Asked for and answered in one request: nobody fetches this file again.

@@ -8,9 +8,9 @@ from typing import Any
 from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema
 
+from .. import exports
 from ..access import capture_for
 from ..engine import export as engine_export
-from .exports import file_stem
 from .responses import attachment
 from .schemas import Error, file_response
 
@@ -54,7 +54,7 @@ async def http_objects_zip(request: HttpRequest, capture_id: int) -> HttpRespons
     capture = await capture_for(request, capture_id)
     data = await engine_export.http_objects_zip(capture.path)
     response = HttpResponse(data, content_type="application/zip")
-    attachment(response, f"{file_stem(capture.name)}-http-objects.zip")
+    attachment(response, exports.file_name(capture, "http-objects.zip"))
     return response
 
 
