@@ -10,11 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, NotRequired
 from urllib.parse import parse_qs
 
 from django.contrib.auth.models import Group
 from django.db import DatabaseError
+
+# The API's schema documents StreamResult: pydantic refuses typing's TypedDict before Python 3.12.
+from typing_extensions import TypedDict
 
 from . import livecapture, quotas
 from .authentication import token_of
@@ -23,7 +27,19 @@ from .models import LiveCapture
 from .tokens import user_for_token
 
 PREFIX = "/api/live/"
-STREAM_PATH = re.compile(r"/api/live/(?P<name>[A-Za-z0-9._-]{1,100})/?")
+NAME = r"[A-Za-z0-9._-]{1,100}"
+STREAM_PATH = re.compile(rf"/api/live/(?P<name>{NAME})/?")
+
+
+class StreamResult(TypedDict):
+    """The answer once the stream has ended: the live capture, and the capture stored of it."""
+
+    live_capture: int
+    state: str
+    message: str
+    packets: int
+    capture: NotRequired[int]
+    url: NotRequired[str]
 
 
 def streams_live(method: bytes, path: bytes) -> bool:
@@ -31,7 +47,7 @@ def streams_live(method: bytes, path: bytes) -> bool:
     return method in (b"PUT", b"POST") and path.startswith(PREFIX.encode())
 
 
-async def _answer(send: Any, status: int, body: dict[str, Any]) -> None:
+async def _answer(send: Any, status: int, body: Mapping[str, Any]) -> None:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     # The sender may still be sending: ending the connection ends its upload too.
@@ -41,19 +57,20 @@ async def _answer(send: Any, status: int, body: dict[str, Any]) -> None:
 
 
 class LiveStreamRoute:
-    """ASGI middleware: answer `/api/live/<name>` itself; pass every other request on."""
+    """ASGI middleware: answer `/api/live/<name>` itself; pass every other request on.
+
+    `/api/live/` itself, the list of live captures, is the API's: explorer/api/live.py, which
+    also documents this route in the API's schema.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX) or scope["path"] == PREFIX:
             await self.app(scope, receive, send)
             return
         match = STREAM_PATH.fullmatch(scope["path"])
-        if scope["path"] == PREFIX and scope["method"] == "GET":
-            await self.listing(scope, send)
-            return
         if match is None:
             message = "a live stream's name is 1-100 letters, digits, dots, dashes or underscores"
             await _answer(send, 404, {"error": message})
@@ -91,30 +108,10 @@ class LiveStreamRoute:
             await _answer(send, 401, {"error": "send an API token: Authorization: Token <key>"})
         return user
 
-    async def listing(self, scope: dict[str, Any], send: Any) -> None:
-        """Answer the live captures the token's user may watch, newest first."""
-        user = await self.token_user(scope, send)
-        if user is None:
-            return
-        lives = LiveCapture.objects.filter(livecapture.watchable_by(user))
-        body = [
-            {
-                "id": live.pk,
-                "name": live.name,
-                "source": live.source,
-                "state": live.state,
-                "message": live.message,
-                "capture": live.capture_id,
-                "url": live.get_absolute_url(),
-            }
-            async for live in lives[:100]
-        ]
-        await _answer(send, 200, {"live_captures": body})
-
 
 async def receive_stream(
     name: str, user: Any, receive: Any, team: Group | None = None
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, StreamResult | dict[str, str]]:
     """Record the request body as a live capture until it ends; return the answer's status and body."""
     # The first bytes say whether this is a capture at all, before anything is created.
     first = b""
@@ -158,7 +155,7 @@ async def receive_stream(
     except livecapture.NotAStream as error:
         reason = error.message
     live = await recording.finish(reason)
-    body: dict[str, Any] = {
+    body: StreamResult = {
         "live_capture": live.pk,
         "state": live.state,
         "message": live.message,

@@ -9,6 +9,7 @@ from django.db import DatabaseError
 from django.http import Http404, HttpRequest
 from ninja import NinjaAPI
 from ninja.errors import HttpError
+from ninja.openapi.schema import OpenAPISchema
 from ninja.operation import Operation
 
 from .. import annotations as notes
@@ -25,6 +26,7 @@ from . import (
     http_objects,
     iograph,
     keylog,
+    live,
     marks,
     packets,
     statistics,
@@ -37,6 +39,13 @@ class CaptureExplorerAPI(NinjaAPI):
     def get_openapi_operation_id(self, operation: Operation) -> str:
         # The ids the operations had when the API was one module, whichever module holds them now.
         return f"explorer_api_{operation.view_func.__name__}"
+
+    def get_openapi_schema(
+        self, *, path_prefix: str | None = None, path_params: dict[str, Any] | None = None
+    ) -> OpenAPISchema:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        live.document_stream(schema)
+        return schema
 
 
 api = CaptureExplorerAPI(
@@ -59,6 +68,7 @@ for resource in (
     tables,
     tags,
     annotation_routes,
+    live,
 ):
     api.add_router("", resource.router)
 
