@@ -180,9 +180,50 @@ async def finished(job: ExportJob, timeout: float) -> ExportJob:
         await asyncio.sleep(WAIT_POLL_SECONDS)
 
 
+async def finished_file(job: ExportJob, timeout: float) -> Path | None:
+    """Wait for the job's file (timeout seconds at most): None if it is still running.
+
+    Raise EngineError with the job's message if it failed.
+    """
+    job = await finished(job, timeout)
+    if job.state == State.FAILED:
+        raise EngineError(job.error)
+    return file_of(job)
+
+
 def file_of(job: ExportJob) -> Path | None:
     """Return the finished export's file, or None once it was pruned (after an hour)."""
     if job.state != State.DONE or not job.stored_as:
         return None
     path = engine_export.exports_dir() / job.stored_as
     return path if path.is_file() else None
+
+
+def file_name(capture: Capture, holding: str) -> str:
+    """Return the name of a file made from the capture: its name's stem, then what it holds."""
+    # Both extensions of a compressed capture (.pcap.gz) go.
+    stem = Path(capture.name).stem
+    stem = (Path(stem).stem if capture.name.endswith(".gz") else stem) or "capture"
+    return f"{stem}-{holding}"
+
+
+def frame_number(text: str, name: str) -> int | None:
+    """Return a frame number typed in a form, None when left blank; raise EngineError otherwise."""
+    text = text.strip()
+    if not text:
+        return None
+    if not text.isdigit():
+        raise EngineError(f"the {name} frame must be a frame number")
+    return int(text)
+
+
+def chosen_frames(choice: str, first: str, last: str) -> tuple[int | None, int | None, bool]:
+    """Return the range of frames and whether only the marked ones, as an export form chose them.
+
+    choice is "all" (the displayed frames), "marked" (the marked ones among them), or anything
+    else for the displayed frames of the range that first and last give (blank: no bound).
+    Frame numbers out of range are refused by `queue`.
+    """
+    if choice in ("all", "marked"):
+        return None, None, choice == "marked"
+    return frame_number(first, "first"), frame_number(last, "last"), False

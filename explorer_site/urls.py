@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from explorer.api import api
+from explorer.api.main import api
 
 urlpatterns = [
     path("api/", api.urls),

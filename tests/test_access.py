@@ -43,7 +43,8 @@ pytestmark = pytest.mark.engine
 
 # "capture": record on the server's interfaces (staff, or the start_live_capture permission);
 # "live": watch or stop OWNER's live capture (its owner and staff; hidden from everyone else).
-Need = Literal["none", "login", "staff", "capture", "live", "read", "write", "manage"]
+# "token": an API token's user, whatever the session (a remote machine's live stream).
+Need = Literal["none", "login", "staff", "capture", "live", "token", "read", "write", "manage"]
 LEVELS = {"read": 1, "write": 2, "manage": 3}
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
@@ -59,8 +60,8 @@ MISSING_ID = 2**31 - 1
 class Probe:
     """A representative request of a route, and the right it needs.
 
-    need: "none" (anyone), "login" (a signed-in user or a token), "staff", or a right on the
-    capture the route names: "read", "write" or "manage".
+    need: "none" (anyone), "login" (a signed-in user or a token), "token" (a token only), "staff",
+    or a right on the capture the route names: "read", "write" or "manage".
     Strings in data and json may name {visibility}, {team} and {url}: the capture's.
     spare: the request changes what the other requests look at, so where it is allowed it goes
     to a spare capture of the same owner and visibility instead: "shared" by the role's other
@@ -191,6 +192,11 @@ API: dict[tuple[str, str], Probe] = {
     # people who manage the capture, and a teammate may read it but not change it (403).
     ("PATCH", f"{C}/annotations/{{annotation_id}}"): Probe("manage", json={"text": "{annotation}"}),
     ("DELETE", f"{C}/annotations/{{annotation_id}}"): Probe("manage", ok=204, spare="shared"),
+    # Lists only the live captures the requester may watch: every answer is searched for the others.
+    ("GET", "/api/live/"): Probe("login"),
+    # A remote machine's live stream, sent with a token. This body is no capture: refused before
+    # anything is recorded (allowed, it changes nothing).
+    ("PUT", "/api/live/{name}"): Probe("token", data={"stream": "this is not a capture file at all"}, ok=400),
 }
 
 # Every websocket route, with the right it needs.
@@ -258,6 +264,7 @@ class Role:
     signed_in: bool = False
     staff: bool = False
     revoked: bool = False
+    token: bool = False
     ws_headers: dict[str, str] = field(default_factory=dict)
 
 
@@ -554,6 +561,7 @@ def world(server: Server) -> Iterator[World]:
             signed_in=person in USERS,
             staff=person == "staff",
             revoked=person not in USERS,
+            token=True,
             ws_headers={"Authorization": f"Token {key}"},
         )
     assert list(roles) == ROLES
@@ -664,6 +672,8 @@ def expected(probe: Probe, role: Role, kind: str | None, api: bool) -> str:
         return str(probe.ok) if role.signed_in else "401" if api else "302 to sign-in"
     if probe.need == "staff":
         return str(probe.ok) if role.staff else "302 to the admin's sign-in"
+    if probe.need == "token":
+        return str(probe.ok) if role.token else "401"
     if probe.need == "capture":
         return str(probe.ok) if role.staff else "403" if role.signed_in else "302 to sign-in"
     if probe.need == "live":
@@ -906,9 +916,11 @@ def test_unsafe_requests_of_a_session_need_its_csrf_token(world: World) -> None:
                 ),
             ):
                 answer = send(world, client, probe_as, path, capture_id)
-                if answer.status_code != 403:
+                # A route for tokens only refuses the session whatever its CSRF token.
+                refused = 401 if probe.need == "token" else 403
+                if answer.status_code != refused:
                     problems.append(f"{probe.method} {path} {how}: {answer.status_code}")
-                elif path.startswith("/api/") and "CSRF" not in answer.json()["error"]:
+                elif refused == 403 and path.startswith("/api/") and "CSRF" not in answer.json()["error"]:
                     problems.append(f"{probe.method} {path} {how}: {answer.text}")
         assert page.get("/account/").status_code == 200, "the session was signed out"
     assert world.owner().get(f"/api/captures/{capture_id}/marks").json() == {"frames": []}

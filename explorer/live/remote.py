@@ -9,18 +9,32 @@ whole packet received.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NotRequired
 
 from django.contrib.auth.models import Group
+
+# The API's schema documents StreamResult: pydantic refuses typing's TypedDict before Python 3.12.
+from typing_extensions import TypedDict
 
 from ..models import LiveCapture
 from .framing import PCAP_HEADER, NotAStream, check_file_header
 from .recording import Recording
 
 
+class StreamResult(TypedDict):
+    """The answer once the stream has ended: the live capture, and the capture stored of it."""
+
+    live_capture: int
+    state: str
+    message: str
+    packets: int
+    capture: NotRequired[int]
+    url: NotRequired[str]
+
+
 async def receive_stream(
     name: str, user: Any, receive: Any, team: Group | None = None
-) -> tuple[int, dict[str, Any]]:
+) -> tuple[int, StreamResult | dict[str, str]]:
     """Record an ASGI request body as a live capture until it ends; return the answer's status and body.
 
     The caller has checked that the user may send it (explorer/access.py `may_stream`, and
@@ -64,7 +78,7 @@ async def receive_stream(
     except NotAStream as error:
         reason = error.message
     live = await recording.finish(reason)
-    body: dict[str, Any] = {
+    body: StreamResult = {
         "live_capture": live.pk,
         "state": live.state,
         "message": live.message,

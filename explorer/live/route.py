@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,12 +18,12 @@ from django.db import DatabaseError
 
 from .. import access, quotas
 from ..authentication import token_of
-from ..models import LiveCapture
 from ..tokens import user_for_token
 from .remote import receive_stream
 
 PREFIX = "/api/live/"
-STREAM_PATH = re.compile(r"/api/live/(?P<name>[A-Za-z0-9._-]{1,100})/?")
+NAME = r"[A-Za-z0-9._-]{1,100}"
+STREAM_PATH = re.compile(rf"/api/live/(?P<name>{NAME})/?")
 
 
 def streams_live(method: bytes, path: bytes) -> bool:
@@ -37,7 +38,7 @@ async def requester(scope: dict[str, Any]) -> Any | None:
     return await user_for_token(key) if key is not None else None
 
 
-async def answer(send: Any, status: int, body: dict[str, Any]) -> None:
+async def answer(send: Any, status: int, body: Mapping[str, Any]) -> None:
     data = json.dumps(body).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     # The sender may still be sending: ending the connection ends its upload too.
@@ -47,19 +48,20 @@ async def answer(send: Any, status: int, body: dict[str, Any]) -> None:
 
 
 class LiveStreamRoute:
-    """ASGI middleware: answer `/api/live/<name>` itself; pass every other request on."""
+    """ASGI middleware: answer `/api/live/<name>` itself; pass every other request on.
+
+    `/api/live/` itself, the list of live captures, is the API's: explorer/api/live.py, which
+    also documents this route in the API's schema.
+    """
 
     def __init__(self, app: Any) -> None:
         self.app = app
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PREFIX):
+        if scope["type"] != "http" or not scope["path"].startswith(PREFIX) or scope["path"] == PREFIX:
             await self.app(scope, receive, send)
             return
         match = STREAM_PATH.fullmatch(scope["path"])
-        if scope["path"] == PREFIX and scope["method"] == "GET":
-            await self.listing(scope, send)
-            return
         if match is None:
             message = "a live stream's name is 1-100 letters, digits, dots, dashes or underscores"
             await answer(send, 404, {"error": message})
@@ -95,26 +97,6 @@ class LiveStreamRoute:
             await answer(send, 401, {"error": "send an API token: Authorization: Token <key>"})
             return None
         return user
-
-    async def listing(self, scope: dict[str, Any], send: Any) -> None:
-        """Answer the live captures the token's user may watch, newest first."""
-        user = await self.token_user(scope, send)
-        if user is None:
-            return
-        lives = LiveCapture.objects.filter(access.watchable_live_captures(user))
-        body = [
-            {
-                "id": live.pk,
-                "name": live.name,
-                "source": live.source,
-                "state": live.state,
-                "message": live.message,
-                "capture": live.capture_id,
-                "url": live.get_absolute_url(),
-            }
-            async for live in lives[:100]
-        ]
-        await answer(send, 200, {"live_captures": body})
 
 
 def stream_bodies_as_they_arrive() -> None:

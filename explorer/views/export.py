@@ -35,32 +35,24 @@ async def export(request: HttpRequest, capture_id: int, job: dict[str, Any] | No
     return render(request, "explorer/export.html", context)
 
 
-def frame_field(request: HttpRequest, name: str) -> int | None:
-    value = request.POST.get(name, "").strip()
-    if not value:
-        return None
-    if not value.isdigit() or int(value) < 1:
-        raise EngineError(f"the {name} frame must be a frame number")
-    return int(value)
-
-
 @not_found_page
 @require_POST
 async def export_start(request: HttpRequest, capture_id: int) -> HttpResponse:
     """Queue the export the form describes; show its progress (htmx) or go to its page."""
     capture = await capture_for(request, capture_id)
-    frames = request.POST.get("range", "all")
+    form = request.POST
     try:
-        first = frame_field(request, "first") if frames == "frames" else None
-        last = frame_field(request, "last") if frames == "frames" else None
+        first, last, marked_only = exports.chosen_frames(
+            form.get("range", "all"), form.get("first", ""), form.get("last", "")
+        )
         job = await exports.queue(
             capture,
             await user_of(request),
-            request.POST.get("filter", ""),
+            form.get("filter", ""),
             first,
             last,
-            frames == "marked",
-            request.POST.get("annotations") == "1",
+            marked_only,
+            form.get("annotations") == "1",
         )
     except EngineError as error:
         if wants_partial(request):
