@@ -537,8 +537,8 @@ class Tally:
 class TableTally:
     """Every conversation's tally, fed one line at a time."""
 
-    def __init__(self, limit: int = MAX_CONVERSATIONS) -> None:
-        self.limit = limit
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_CONVERSATIONS if limit is None else limit
         self.tallies: dict[int, Tally] = {}
         # tshark numbers streams from 0 in the order they first appear: the highest number
         # seen tells how many there are without keeping those past the limit.

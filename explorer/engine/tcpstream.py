@@ -120,9 +120,9 @@ def _seconds(text: str) -> float:
 class StreamReader:
     """Feeds a stream's lines into its arrays, and its conversation's tally."""
 
-    def __init__(self, stream: int, limit: int = MAX_STREAM_PACKETS) -> None:
+    def __init__(self, stream: int, limit: int | None = None) -> None:
         self.packets = StreamPackets(stream)
-        self.limit = limit
+        self.limit = MAX_STREAM_PACKETS if limit is None else limit
         self.tally: tcphealth.Tally | None = None
         self.sides: list[tuple[str, int]] = []
 
