@@ -71,13 +71,14 @@ async def test_it_counts_what_tshark_counts_per_conversation_and_side(name: str)
     size: Counter[tuple[int, str]] = Counter()
     payload: Counter[tuple[int, str]] = Counter()
     flagged: Counter[tuple[int, str, str]] = Counter()
-    for stream, v4, v6, port, frame_length, length, *marks in rows:
-        side = side_of(conversations[int(stream)], endpoint(v4, v6, port))
-        packets[int(stream), side] += 1
-        size[int(stream), side] += int(frame_length)
-        payload[int(stream), side] += int(length)
+    for stream_text, v4, v6, port, frame_length, length, *marks in rows:
+        number = int(stream_text)
+        side = side_of(conversations[number], endpoint(v4, v6, port))
+        packets[number, side] += 1
+        size[number, side] += int(frame_length)
+        payload[number, side] += int(length)
         for problem, mark in zip(tcphealth.PROBLEM_FIELDS, marks, strict=True):
-            flagged[int(stream), side, problem] += bool(mark)
+            flagged[number, side, problem] += bool(mark)
     for stream, c in conversations.items():
         assert (c.client.packets, c.server.packets) == (packets[stream, "client"], packets[stream, "server"])
         assert (c.client.bytes, c.server.bytes) == (size[stream, "client"], size[stream, "server"])
@@ -114,15 +115,15 @@ async def test_the_handshake_is_tsharks(name: str) -> None:
     path = sample_capture(name)
     conversations = by_stream(await tcphealth.tcp_health(path))
     syns: dict[int, list[int]] = defaultdict(list)
-    for stream, frame in fields(
+    for number, frame in fields(
         path, "tcp.flags.syn == 1 && tcp.flags.ack == 0", "tcp.stream", "frame.number"
     ):
-        syns[int(stream)].append(int(frame))
+        syns[int(number)].append(int(frame))
     synacks: dict[int, list[int]] = defaultdict(list)
-    for stream, frame in fields(
+    for number, frame in fields(
         path, "tcp.flags.syn == 1 && tcp.flags.ack == 1", "tcp.stream", "frame.number"
     ):
-        synacks[int(stream)].append(int(frame))
+        synacks[int(number)].append(int(frame))
     options = {
         int(frame): (mss, shift, sack)
         for frame, mss, shift, sack in fields(
@@ -135,8 +136,8 @@ async def test_the_handshake_is_tsharks(name: str) -> None:
         )
     }
     irtt = {
-        int(stream): float(value)
-        for stream, value in fields(
+        int(number): float(value)
+        for number, value in fields(
             path, "tcp.analysis.initial_rtt", "tcp.stream", "tcp.analysis.initial_rtt"
         )
     }
