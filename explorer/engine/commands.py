@@ -129,16 +129,23 @@ def _within_memory_limit(command: list[str]) -> list[str]:
 
 
 def tshark_fields(
-    path: Path, fields: list[str], display_filter: str, preferences: list[str] | None = None
+    path: Path,
+    fields: list[str],
+    display_filter: str,
+    preferences: list[str] | None = None,
+    statistics: list[str] | None = None,
 ) -> list[str]:
     """Return the command that prints fields of every frame a display filter shows, in two passes.
 
     One line per frame, the fields separated by tabs and each field's occurrences by
-    FIELD_AGGREGATOR; `preferences` are "name:value" settings such as "rtp.heuristic_rtp:TRUE".
+    FIELD_AGGREGATOR; `preferences` are "name:value" settings such as "rtp.heuristic_rtp:TRUE",
+    and `statistics` are -z statistics (of every frame) printed after the frames' lines.
     """
     options: list[str] = []
     for preference in preferences or []:
         options += ["-o", preference]
+    for statistic in statistics or []:
+        options += ["-z", statistic]
     command = [_binary("tshark"), "-2", "-n", *tls_options(path), *options, "-r", str(path)]
     command += ["-Y", display_filter, "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]
     command += ["-E", f"aggregator={FIELD_AGGREGATOR}", "-E", "quote=n"]

@@ -102,15 +102,20 @@ async def run(
     display_filter: str,
     consume: Callable[[list[str]], None],
     preferences: list[str] | None = None,
+    statistics: list[str] | None = None,
 ) -> PassOutcome:
-    """Run one tshark pass, giving consume the fields of each frame shown (a list of cells)."""
+    """Run one tshark pass, giving consume the fields of each frame shown (a list of cells).
+
+    The lines of `statistics` (-z) follow the frames' lines, each handed over as one cell.
+    """
     room = _semaphore()
     try:
         await asyncio.wait_for(room.acquire(), settings.ENGINE_BUSY_WAIT_SECONDS)
     except TimeoutError:
         raise EngineBusy("the engine is busy with other analyses: try again in a moment") from None
     try:
-        return await _run(path, commands.tshark_fields(path, fields, display_filter, preferences), consume)
+        command = commands.tshark_fields(path, fields, display_filter, preferences, statistics)
+        return await _run(path, command, consume)
     finally:
         room.release()
 
