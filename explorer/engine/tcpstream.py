@@ -209,4 +209,3 @@ def forget(path: Path) -> None:
     """Forget the kept streams of a capture that is being deleted."""
     for key in [key for key in _kept if key[0] == path]:
         del _kept[key]
-
