@@ -125,7 +125,7 @@ def elapsed(first: float | None, then: float | None) -> float | None:
     return None if first is None or then is None else round(then - first, 9)
 
 
-@dataclass
+@dataclass(slots=True)
 class Endpoint:
     address: str
     port: int
@@ -136,7 +136,7 @@ class Endpoint:
         return f"[{self.address}]:{self.port}" if ":" in self.address else f"{self.address}:{self.port}"
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class Problems:
     """Counts of frames tshark's TCP analysis flagged; retransmissions include fast and spurious ones."""
 
@@ -153,6 +153,10 @@ class Problems:
     zero_window_probes: int = 0
 
     def plus(self, other: Problems) -> Problems:
+        if other is NO_PROBLEMS:
+            return self
+        if self is NO_PROBLEMS:
+            return other
         """Return the sum of two sets of counts."""
         return Problems(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
@@ -163,7 +167,11 @@ class Problems:
         return total - SPURIOUS_REBATE * self.spurious_retransmissions
 
 
-@dataclass
+# Shared by every side without trouble (most of them), as a conversation table may be large.
+NO_PROBLEMS = Problems()
+
+
+@dataclass(slots=True)
 class Direction:
     """What one side sent: frames, bytes (frame.len) and TCP payload (tcp.len), and its trouble."""
 
@@ -171,12 +179,12 @@ class Direction:
     packets: int = 0
     bytes: int = 0
     payload_bytes: int = 0
-    problems: Problems = field(default_factory=Problems)
+    problems: Problems = NO_PROBLEMS
     # The first EXAMPLE_FRAMES frames of each kind of trouble, by Problems' names.
     examples: dict[str, list[int]] = field(default_factory=dict)
 
 
-@dataclass
+@dataclass(slots=True)
 class Options:
     """The options a side's SYN (or SYN/ACK) carried."""
 
@@ -186,7 +194,7 @@ class Options:
     timestamps: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class Handshake:
     """The three-way handshake as captured; times are frame.time_relative, in seconds."""
 
@@ -250,7 +258,7 @@ class Handshake:
         return self.both(lambda o: o.timestamps)
 
 
-@dataclass
+@dataclass(slots=True)
 class Ending:
     """How the conversation ended, and the first FIN and RST of each side (frame, time)."""
 
@@ -267,7 +275,7 @@ class Ending:
     server_rst_time: float | None = None
 
 
-@dataclass
+@dataclass(slots=True)
 class TcpConversation:
     stream: int
     client: Direction
@@ -311,7 +319,7 @@ class TcpConversation:
         return self.score > 0
 
 
-@dataclass
+@dataclass(slots=True)
 class HealthTable:
     conversations: list[TcpConversation]
     # Conversations past MAX_CONVERSATIONS, counted but not tallied.
@@ -394,8 +402,9 @@ class Tally:
         self.packets = [0, 0]
         self.bytes = [0, 0]
         self.payload = [0, 0]
-        self.problems: list[dict[str, int]] = [{}, {}]
-        self.examples: list[dict[str, list[int]]] = [{}, {}]
+        # Per side, made at the first trouble: counts by Problems' names, and example frames.
+        self.problems: list[dict[str, int]] | None = None
+        self.examples: list[dict[str, list[int]]] | None = None
         self.syns: list[tuple[int, float]] = []
         self.syn_count = 0
         self.syn_side: int | None = None
@@ -429,6 +438,8 @@ class Tally:
             self.rsts[side] = (frame, time)
         for name, index in PROBLEM_FIELDS.items():
             if cells[index]:
+                if self.problems is None or self.examples is None:
+                    self.problems, self.examples = [{}, {}], [{}, {}]
                 counts = self.problems[side]
                 counts[name] = counts.get(name, 0) + 1
                 kept = self.examples[side].setdefault(name, [])
@@ -504,8 +515,8 @@ class Tally:
                 packets=self.packets[side],
                 bytes=self.bytes[side],
                 payload_bytes=self.payload[side],
-                problems=Problems(**self.problems[side]),
-                examples={name: list(frames) for name, frames in self.examples[side].items()},
+                problems=Problems(**self.problems[side]) if self.problems else NO_PROBLEMS,
+                examples=self.examples[side] if self.examples else {},
             )
 
         handshake = Handshake(
@@ -558,7 +569,8 @@ class TableTally:
         tally.add(cells)
 
     def table(self, problem: str | None = None) -> HealthTable:
-        conversations = [self.tallies[s].conversation() for s in sorted(self.tallies)]
+        # Each tally is let go as its conversation is made: the two are never all held at once.
+        conversations = [self.tallies.pop(s).conversation() for s in sorted(self.tallies)]
         return HealthTable(conversations, untallied=self.streams - len(conversations), problem=problem)
 
 

@@ -63,7 +63,9 @@ ANALYSIS_BITS = {name: 1 << bit for bit, name in enumerate(tcphealth.PROBLEM_FIE
 
 ABSENT = -1
 
-_kept: OrderedDict[tuple[Path, int], StreamPackets] = OrderedDict()
+# Keyed by the file's path, modification time and size too: a path that names another file
+# later (a capture deleted, another stored) is never answered from the first one's packets.
+_kept: OrderedDict[tuple[Path, int, int, int], StreamPackets] = OrderedDict()
 
 
 @dataclass(eq=False)
@@ -178,7 +180,7 @@ def check_stream(stream: int) -> None:
         raise EngineError(f"stream must be a number from 0 to {MAX_STREAM}")
 
 
-def _keep(key: tuple[Path, int], packets: StreamPackets) -> None:
+def _keep(key: tuple[Path, int, int, int], packets: StreamPackets) -> None:
     _kept[key] = packets
     _kept.move_to_end(key)
     while len(_kept) > 1 and sum(len(p) for p in _kept.values()) > KEPT_PACKETS:
@@ -188,7 +190,11 @@ def _keep(key: tuple[Path, int], packets: StreamPackets) -> None:
 async def stream_packets(path: Path, stream: int) -> StreamPackets:
     """Return the packets of one TCP stream; raise EngineError when the capture has no such stream."""
     check_stream(stream)
-    key = (path, stream)
+    try:
+        stat = path.stat()
+    except OSError:
+        raise EngineError("the capture file is missing") from None
+    key = (path, stat.st_mtime_ns, stat.st_size, stream)
     if key in _kept:
         _kept.move_to_end(key)
         return _kept[key]
