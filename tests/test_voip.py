@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
@@ -171,3 +172,20 @@ async def test_it_refuses_calls_and_streams_it_does_not_have() -> None:
 async def test_a_capture_without_voip_has_no_calls_or_streams() -> None:
     path = sample_capture("http_google.pcapng")
     assert await voip.voip_calls(path) == [] and await voip.rtp_streams(path) == []
+
+
+async def test_a_summary_keeps_at_most_its_limits_of_messages_and_streams(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(voip, "MAX_SIP_MESSAGES", 10)
+    monkeypatch.setattr(voip, "MAX_RTP_STREAMS", 1)
+    path = tmp_path / "fax.pcap"
+    shutil.copy(FAX, path)
+    summary = await voip.voip_summary(path)
+    assert len(summary.messages) == 10
+    assert summary.untallied_messages == len(fields(FAX, "sip", "frame.number")) - 10
+    assert summary.untallied_streams == 1
+    # tshark's table still lists both streams; only the first has its frames gathered.
+    assert [s.first_frame is not None for s in summary.streams].count(True) == 1
+    calls = voip.calls_of(summary)
+    assert sum(call.packets for call in calls) == 10

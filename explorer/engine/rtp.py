@@ -28,7 +28,7 @@ from django.conf import settings
 from . import fieldpass, g711, voip
 from .errors import EngineError
 from .fieldpass import last
-from .sessions import engine
+from .sessions import EngineBusy, engine
 from .sharkd import SharkdProcess
 from .voip import RtpStream
 
@@ -128,7 +128,7 @@ async def _tap(path: Path, tap: str, heuristic_rtp: bool) -> dict[str, Any]:
     try:
         await asyncio.wait_for(room.acquire(), settings.ENGINE_BUSY_WAIT_SECONDS)
     except TimeoutError:
-        raise EngineError("the engine is busy with other analyses: try again in a moment") from None
+        raise EngineBusy("the engine is busy with other analyses: try again in a moment") from None
     process = SharkdProcess(path)
     try:
         async with asyncio.timeout(timeout):

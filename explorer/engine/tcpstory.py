@@ -65,9 +65,9 @@ def time_text(seconds: float) -> str:
     return f"{seconds:.6f} s"
 
 
-def joined(items: list[str]) -> str:
+def joined(items: list[str], conjunction: str = "and") -> str:
     """Return "a", "a and b", "a, b and c"."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {conjunction} " + items[-1]
 
 
 def packets_text(frames: list[int]) -> str:
@@ -96,6 +96,13 @@ class Teller:
         self.packets = packets
         self.conversation: TcpConversation = packets.conversation
         self.sentences: list[Sentence] = []
+        # The packets tshark flagged with some trouble, found once: a stream may be a million long.
+        self.troubled = [i for i, bits in enumerate(packets.analysis) if bits]
+
+    def flagged_by(self, name: str, side: int | None = None) -> list[int]:
+        """Return the indexes of the packets flagged with one kind of trouble (of one side)."""
+        p = self.packets
+        return [i for i in self.troubled if p.flagged(i, name) and (side is None or p.from_client[i] == side)]
 
     def say(self, kind: SentenceKind, text: str, frames: list[int] | None = None) -> None:
         self.sentences.append(Sentence(kind, text, sorted(set(frames or []))))
@@ -204,23 +211,35 @@ class Teller:
                 f"The client announced a largest segment (MSS) of {_mss(client)} bytes, "
                 f"the server {_mss(server)}."
             )
-        used, unused = [], []
-        if client.window_shift is not None and server.window_shift is not None:
-            used.append(
-                f"window scaling (client ×{2**client.window_shift:,}, server ×{2**server.window_shift:,})"
-            )
-        else:
-            unused.append(
-                _one_sided("window scaling", client.window_shift is not None, server.window_shift is not None)
-            )
-        for name, offered in (("SACK", _sack), ("timestamps", _timestamps)):
-            if offered(client) and offered(server):
+        used, one_sided, neither = [], [], []
+        offers = (
+            ("window scaling", client.window_shift is not None, server.window_shift is not None),
+            ("SACK", client.sack_permitted, server.sack_permitted),
+            ("timestamps", client.timestamps, server.timestamps),
+        )
+        for name, by_client, by_server in offers:
+            if by_client and by_server:
                 used.append(name)
+            elif by_client or by_server:
+                offering, other = ("client", "server") if by_client else ("server", "client")
+                one_sided.append(f"The {offering} offered {name} but the {other} did not, so it is not used.")
             else:
-                unused.append(_one_sided(name, offered(client), offered(server)))
+                neither.append(name)
         if used:
+            if (
+                "window scaling" in used
+                and client.window_shift is not None
+                and server.window_shift is not None
+            ):
+                scale = (
+                    f"window scaling (client ×{2**client.window_shift:,}, server ×{2**server.window_shift:,})"
+                )
+                used[used.index("window scaling")] = scale
             sentences.append(f"Both sides use {joined(used)}.")
-        self.say("options", " ".join(sentences + unused), frames)
+        sentences += one_sided
+        if neither:
+            sentences.append(f"Neither side offered {joined(neither, 'or')}.")
+        self.say("options", " ".join(sentences), frames)
 
     def traffic(self) -> None:
         c = self.conversation
@@ -239,8 +258,8 @@ class Teller:
     def retransmissions(self) -> None:
         p = self.packets
         groups: dict[tuple[int, int, int], list[int]] = {}
-        for i in range(len(p)):
-            if not p.flagged(i, "retransmissions") or p.flags[i] & SYN or p.seqs[i] == ABSENT:
+        for i in self.flagged_by("retransmissions"):
+            if p.flags[i] & SYN or p.seqs[i] == ABSENT:
                 continue
             end = p.next_seqs[i] if p.next_seqs[i] != ABSENT else p.seqs[i]
             groups.setdefault((p.from_client[i], p.seqs[i], end), []).append(i)
@@ -306,9 +325,8 @@ class Teller:
     def duplicate_acks(self) -> None:
         p = self.packets
         groups: dict[tuple[int, int], list[int]] = {}
-        for i in range(len(p)):
-            if p.flagged(i, "duplicate_acks"):
-                groups.setdefault((p.from_client[i], p.acks[i]), []).append(p.frames[i])
+        for i in self.flagged_by("duplicate_acks"):
+            groups.setdefault((p.from_client[i], p.acks[i]), []).append(p.frames[i])
         for told, ((side, ack), frames) in enumerate(groups.items()):
             if told >= MAX_TOLD:
                 rest = [f for fs in list(groups.values())[MAX_TOLD:] for f in fs]
@@ -329,7 +347,7 @@ class Teller:
     def zero_windows(self) -> None:
         p = self.packets
         for side in (1, 0):
-            zeros = [i for i in range(len(p)) if p.from_client[i] == side and p.flagged(i, "zero_windows")]
+            zeros = self.flagged_by("zero_windows", side)
             if not zeros:
                 continue
             who = self.side_name(side)
@@ -360,7 +378,7 @@ class Teller:
     def flagged(self, name: str, kind: SentenceKind, what: str) -> None:
         p = self.packets
         for side in (1, 0):
-            frames = [p.frames[i] for i in range(len(p)) if p.from_client[i] == side and p.flagged(i, name)]
+            frames = [p.frames[i] for i in self.flagged_by(name, side)]
             if frames:
                 self.say(
                     kind,
@@ -373,11 +391,7 @@ class Teller:
         for side in (1, 0):
             who = self.side_name(side)
             other = self.side_name(1 - side)
-            lost = [
-                p.frames[i]
-                for i in range(len(p))
-                if p.from_client[i] == side and p.flagged(i, "lost_segments")
-            ]
+            lost = [p.frames[i] for i in self.flagged_by("lost_segments", side)]
             if lost:
                 self.say(
                     "loss",
@@ -385,11 +399,7 @@ class Teller:
                     f"the sequence numbers jump ahead there.",
                     lost,
                 )
-            unseen = [
-                p.frames[i]
-                for i in range(len(p))
-                if p.from_client[i] == side and p.flagged(i, "ack_lost_segments")
-            ]
+            unseen = [p.frames[i] for i in self.flagged_by("ack_lost_segments", side)]
             if unseen:
                 self.say(
                     "loss",
@@ -469,22 +479,6 @@ def _which(name: str, frames: list[int], of: int) -> str:
 
 def _mss(options: Options) -> str:
     return f"{options.mss:,}" if options.mss is not None else "none"
-
-
-def _sack(options: Options) -> bool:
-    return options.sack_permitted
-
-
-def _timestamps(options: Options) -> bool:
-    return options.timestamps
-
-
-def _one_sided(name: str, client: bool, server: bool) -> str:
-    if client:
-        return f"The client offered {name} but the server did not, so it is not used."
-    if server:
-        return f"The server offered {name} but the client did not, so it is not used."
-    return f"Neither side offered {name}."
 
 
 def tell(packets: StreamPackets) -> Story:
