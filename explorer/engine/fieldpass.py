@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -34,6 +35,8 @@ from . import commands
 from .errors import EngineError
 from .sessions import EngineBusy
 from .stats import _recall, _remember
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -92,6 +95,9 @@ def _read(stream: IO[str], consume: Callable[[list[str]], None]) -> tuple[int, b
             consume(line.rstrip("\n").split("\t"))
         except EnoughRows:
             return rows, True
+        except (ValueError, IndexError) as error:
+            log.exception("unreadable tshark line %r", line[:500])
+            raise EngineError(f"tshark printed a line the analysis cannot read (line {rows + 1})") from error
         rows += 1
     return rows, False
 
