@@ -90,7 +90,8 @@ PROBLEM_FIELDS = {
     "keep_alives": 26,
     "zero_window_probes": 27,
 }
-assert len(FIELDS) == 28
+FIRST_PROBLEM = 17
+assert len(FIELDS) == 28 and min(PROBLEM_FIELDS.values()) == FIRST_PROBLEM
 
 FIN, SYN, RST, ACK = 0x001, 0x002, 0x004, 0x010
 
@@ -436,6 +437,9 @@ class Tally:
             self.fins[side] = (frame, time)
         if flags & RST and self.rsts[side] is None:
             self.rsts[side] = (frame, time)
+        # Most packets are flagged with nothing: one look at the flags' cells passes them by.
+        if not any(cells[FIRST_PROBLEM : len(FIELDS)]):
+            return
         for name, index in PROBLEM_FIELDS.items():
             if cells[index]:
                 if self.problems is None or self.examples is None:

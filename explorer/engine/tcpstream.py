@@ -152,9 +152,10 @@ class StreamReader:
         packets.rtts.append(_seconds(last(cells[ACK_RTT])))
         packets.acked_frames.append(_number(last(cells[ACKS_FRAME])))
         bits = 0
-        for name, position in tcphealth.PROBLEM_FIELDS.items():
-            if cells[position]:
-                bits |= ANALYSIS_BITS[name]
+        if any(cells[tcphealth.FIRST_PROBLEM : len(tcphealth.FIELDS)]):
+            for name, position in tcphealth.PROBLEM_FIELDS.items():
+                if cells[position]:
+                    bits |= ANALYSIS_BITS[name]
         packets.analysis.append(bits)
         if cells[SACK_LEFT]:
             lefts, rights = values(cells[SACK_LEFT]), values(cells[SACK_RIGHT])
