@@ -179,6 +179,9 @@ async def test_a_long_graph_is_thinned_to_packets_that_keep_its_extremes() -> No
     assert all(p in whole.segments for p in thinned.segments)
     seqs = [p.seq for p in whole.segments]
     assert {min(seqs), max(seqs)} <= {p.seq for p in thinned.segments}
+    # What tshark flagged stays in sight however thin the graph.
+    flagged = {p.frame for p in whole.segments if p.analysis}
+    assert flagged and flagged <= {p.frame for p in thinned.segments}
 
 
 async def test_a_stream_longer_than_the_limit_is_drawn_from_its_first_packets(

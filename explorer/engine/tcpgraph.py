@@ -12,8 +12,9 @@ payload (`tcp.len`) of the sender's segments sent within the last `window` secon
 included), in bits per second. Goodput is the same average of the bytes the receiver's ACKs
 newly acknowledge (how far each ACK moves `tcp.ack` forward), at each of its ACKs.
 
-A graph of more points than asked for keeps, in each slice of time, the points with the
-smallest and the largest value, so that spikes stay visible: every point shown is a packet.
+A graph of more points than asked for keeps the packets tshark flagged (retransmissions,
+duplicate ACKs...), then in each slice of time the points with the smallest and the largest
+value, so that spikes stay visible: every point shown is a packet.
 """
 
 from __future__ import annotations
@@ -217,13 +218,21 @@ class Builder:
         high = math.inf if self.end is None else self.end
         return [i for i in indexes if low <= times[i] <= high]
 
-    def chosen(self, indexes: list[int], value: Callable[[int], float]) -> list[int]:
-        """Return the indexes in the time range, thinned by their values."""
+    def chosen(
+        self, indexes: list[int], value: Callable[[int], float], marked: Callable[[int], bool] | None = None
+    ) -> list[int]:
+        """Return the indexes in the time range, thinned by their values.
+
+        Marked packets (those tshark flagged) are kept first, up to half the points.
+        """
         shown = self.within(indexes)
         self.points += len(shown)
-        kept = thin(shown, self.packets.times, value, self.max_points)
-        self.thinned |= len(kept) < len(shown)
-        return kept
+        if len(shown) <= self.max_points:
+            return shown
+        self.thinned = True
+        kept = [i for i in shown if marked(i)][: self.max_points // 2] if marked else []
+        rest = thin(shown, self.packets.times, value, self.max_points - len(kept))
+        return sorted(set(kept) | set(rest))
 
     def segments(self) -> list[SegmentPoint]:
         p = self.packets
@@ -237,7 +246,7 @@ class Builder:
                 length=max(p.lengths[i], 0),
                 analysis=p.flag_names(i),
             )
-            for i in self.chosen(sent, p.seqs.__getitem__)
+            for i in self.chosen(sent, p.seqs.__getitem__, lambda i: p.analysis[i] != 0)
         ]
 
     def acks(self) -> list[AckPoint]:
@@ -252,7 +261,7 @@ class Builder:
                 duplicate=p.flagged(i, "duplicate_acks"),
                 zero_window=p.flagged(i, "zero_windows"),
             )
-            for i in self.chosen(acks, p.acks.__getitem__)
+            for i in self.chosen(acks, p.acks.__getitem__, lambda i: p.analysis[i] != 0)
         ]
 
     def sacks(self) -> list[SackPoint]:
