@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pytest_django.fixtures import Settings
 
-from explorer.engine import fieldpass, tcphealth, tcpstory
+from explorer.engine import fieldpass, tcphealth, tcpstory, tcpstream
 from explorer.engine.errors import EngineError
 from explorer.engine.sessions import EngineBusy
 from explorer.engine.tcphealth import TcpConversation
@@ -221,6 +221,18 @@ async def test_the_worst_conversations_come_first() -> None:
     )
 
 
+async def test_the_table_sorts_by_any_column_and_keeps_only_the_troubled_if_asked() -> None:
+    table = await tcphealth.tcp_health(sample_capture("http_espn.pcapng"))
+    by_packets = tcphealth.ordered(table, "packets")
+    assert [c.packets for c in by_packets] == sorted((c.packets for c in table.conversations), reverse=True)
+    by_start = tcphealth.ordered(table, "start", descending=False)
+    assert [c.start for c in by_start] == sorted(c.start for c in table.conversations)
+    troubled = tcphealth.ordered(table, problems_only=True)
+    assert troubled == [c for c in tcphealth.worst_first(table.conversations) if c.has_problems]
+    with pytest.raises(EngineError, match="unknown sort"):
+        tcphealth.ordered(table, "colour")
+
+
 def tshark_fields_first(path: Path, display_filter: str) -> str:
     return fields(path, display_filter, "tcp.stream")[0][0]
 
@@ -412,3 +424,9 @@ async def test_a_story_of_a_stream_that_is_not_there_is_refused() -> None:
         await tcpstory.tcp_story(sample_capture("tcp_handshake.pcapng"), 7)
     with pytest.raises(EngineError, match="stream must be"):
         await tcpstory.tcp_story(sample_capture("tcp_handshake.pcapng"), -1)
+
+
+async def test_one_streams_health_from_its_own_pass_is_its_row_of_the_table() -> None:
+    path = sample_capture("retransmit-fast009.pcap")
+    (row,) = (await tcphealth.tcp_health(path)).conversations
+    assert await tcpstream.stream_conversation(path, 0) == row

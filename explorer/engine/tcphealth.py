@@ -21,9 +21,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from . import fieldpass
+from .errors import EngineError
 from .fieldpass import last
 
 # The fields every TCP analysis here reads, and their positions in a line.
@@ -332,6 +333,41 @@ class HealthTable:
 def worst_first(conversations: list[TcpConversation]) -> list[TcpConversation]:
     """Return the conversations by score, highest first; ties by packets, most first, then stream."""
     return sorted(conversations, key=lambda c: (-c.score, -c.packets, c.stream))
+
+
+SortKey = Literal[
+    "score", "stream", "start", "duration", "packets", "bytes", "retransmissions", "initial_rtt"
+]
+SORT_KEYS: tuple[str, ...] = get_args(SortKey)
+
+
+def sort_key(name: str) -> Callable[[TcpConversation], tuple[float, int]]:
+    """Return the sort key of a column of the table (ties by stream); raise EngineError for another."""
+    keys: dict[str, Callable[[TcpConversation], float]] = {
+        "score": lambda c: c.score,
+        "stream": lambda c: c.stream,
+        "start": lambda c: c.start,
+        "duration": lambda c: c.duration,
+        "packets": lambda c: c.packets,
+        "bytes": lambda c: c.bytes,
+        "retransmissions": lambda c: c.problems.retransmissions,
+        # A conversation without a measured initial RTT sorts before every measured one.
+        "initial_rtt": lambda c: -1.0 if c.handshake.initial_rtt is None else c.handshake.initial_rtt,
+    }
+    if name not in keys:
+        raise EngineError(f"unknown sort {name!r}: choose one of {', '.join(SORT_KEYS)}")
+    value = keys[name]
+    return lambda c: (value(c), c.stream)
+
+
+def ordered(
+    table: HealthTable, sort: str = "score", descending: bool = True, problems_only: bool = False
+) -> list[TcpConversation]:
+    """Return a table's conversations sorted by a column, only those with problems if asked."""
+    chosen = [c for c in table.conversations if c.has_problems] if problems_only else table.conversations
+    if sort == "score" and descending:
+        return worst_first(chosen)
+    return sorted(chosen, key=sort_key(sort), reverse=descending)
 
 
 def _int(text: str) -> int | None:

@@ -216,3 +216,10 @@ def forget(path: Path) -> None:
     """Forget the kept streams of a capture that is being deleted."""
     for key in [key for key in _kept if key[0] == path]:
         del _kept[key]
+
+
+async def stream_conversation(path: Path, stream: int) -> TcpConversation:
+    """Return the health of one TCP stream (handshake, options, ending, traffic) from its own pass."""
+    packets = await stream_packets(path, stream)
+    assert packets.conversation is not None
+    return packets.conversation
