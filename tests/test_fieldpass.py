@@ -97,3 +97,21 @@ async def test_callers_of_one_computation_share_its_result_and_its_error() -> No
         *(fieldpass.shared("failure", fail) for _ in range(3)), return_exceptions=True
     )
     assert all(isinstance(r, EngineError) for r in results)
+
+
+async def test_a_computation_goes_on_for_the_others_when_its_first_caller_gives_up() -> None:
+    started = asyncio.Event()
+
+    async def compute() -> str:
+        started.set()
+        await asyncio.sleep(0.2)
+        return "done"
+
+    first = asyncio.create_task(fieldpass.shared("patient", compute))
+    await started.wait()
+    second = asyncio.create_task(fieldpass.shared("patient", compute))
+    await asyncio.sleep(0)
+    first.cancel()
+    assert await second == "done"
+    with pytest.raises(asyncio.CancelledError):
+        await first

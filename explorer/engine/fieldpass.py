@@ -46,7 +46,7 @@ PASSES_AT_ONCE = 2
 AGGREGATOR = commands.FIELD_AGGREGATOR
 
 _room: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
-_running: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Future[Any]] = {}
+_running: dict[tuple[asyncio.AbstractEventLoop, Hashable], asyncio.Task[Any]] = {}
 
 
 class EnoughRows(Exception):
@@ -170,30 +170,35 @@ async def _run(path: Path, command: list[str], consume: Callable[[list[str]], No
     return PassOutcome(rows)
 
 
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Read a finished task's error so that one nobody waited for is not reported as lost."""
+    if not task.cancelled():
+        task.exception()
+
+
 async def shared(key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
-    """Return compute()'s result; callers asking with the same key meanwhile wait for the same run."""
+    """Return compute()'s result; callers asking with the same key meanwhile wait for the same run.
+
+    The computation runs as a task of its own: a caller that gives up (a page closed) does not
+    stop it for the others, and its result is still remembered for the next one who asks.
+    """
     loop = asyncio.get_running_loop()
     running = (loop, key)
-    if running in _running:
-        return await asyncio.shield(_running[running])
-    future: asyncio.Future[Any] = loop.create_future()
-    _running[running] = future
-    try:
-        result = await compute()
-    except BaseException as error:
-        # Those waiting get the same error; an interrupted computation is theirs to ask again.
-        failure = error if isinstance(error, Exception) else EngineError("the analysis was interrupted")
-        future.set_exception(failure)
-        future.exception()  # retrieved: nobody may be waiting for it
-        raise
-    finally:
-        _running.pop(running, None)
-    future.set_result(result)
-    return result
+    task = _running.get(running)
+    if task is None:
+        task = loop.create_task(compute())  # type: ignore[arg-type]
+        _running[running] = task
+        task.add_done_callback(lambda _: _running.pop(running, None))
+        task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
 
 
 async def remembered(key: tuple[Any, ...], compute: Callable[[], Awaitable[T]]) -> T:
     """Return the remembered result for key (its first item the capture's path), computing it once."""
     if (known := _recall(key)) is not None:
         return known
-    return _remember(key, await shared(key, compute))
+
+    async def computed() -> T:
+        return _remember(key, await compute())
+
+    return await shared(key, computed)

@@ -203,12 +203,14 @@ async def stream_packets(path: Path, stream: int) -> StreamPackets:
     async def compute() -> StreamPackets:
         reader = StreamReader(stream)
         outcome = await fieldpass.run(path, FIELDS, f"tcp.stream eq {stream}", reader.add)
-        return reader.finish(outcome.problem)
+        packets = reader.finish(outcome.problem)
+        if len(packets):
+            _keep(key, packets)
+        return packets
 
-    packets = await fieldpass.shared(("tcp-stream", path, stream), compute)
+    packets = await fieldpass.shared(("tcp-stream", *key), compute)
     if not len(packets):
         raise EngineError(f"there is no TCP stream {stream} in this capture")
-    _keep(key, packets)
     return packets
 
 
