@@ -6,10 +6,10 @@ passes), and aggregate them in Python as the lines arrive: a million packets' li
 held at once. The lines are read and handed to the aggregation in a worker thread, so the event
 loop keeps serving while a pass on a large capture takes its tens of seconds.
 
-A pass holds a tshark process of several hundred MB on a large capture (850 MB measured for a
-million packets), so at most PASSES_AT_ONCE run in one server process; a request that finds no
-room within ENGINE_BUSY_WAIT_SECONDS is told the engine is busy. Every pass runs under
-ENGINE_MEMORY_MB of address space and ENGINE_REQUEST_TIMEOUT.
+A two-pass tshark keeps every frame's state: up to 1.5 GB resident for the benchmark's million
+packets (bench/results/analysis.md). So at most PASSES_AT_ONCE run in one server process; a
+request that finds no room within ENGINE_BUSY_WAIT_SECONDS is told the engine is busy. Every
+pass runs under ENGINE_MEMORY_MB of address space and ENGINE_REQUEST_TIMEOUT.
 
 Results are remembered with the statistics' results (a stored capture never changes), and
 callers asking for the same result while it is being computed wait for that one computation.
@@ -41,7 +41,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 # tshark passes running at once in one server process (the machine has a few cores, and each
-# pass on a large capture holds hundreds of MB).
+# pass on a large capture holds up to a GB or two).
 PASSES_AT_ONCE = 2
 AGGREGATOR = commands.FIELD_AGGREGATOR
 
