@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import struct
 import subprocess
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -396,7 +397,7 @@ async def test_the_story_of_a_zero_window_a_refusal_and_a_close() -> None:
     first, second = tshark_numbers(path, "tcp.flags.fin == 1")
     story = await tcpstory.tcp_story(path, 0)
     assert sentence(story, "ending").text == (
-        f"The server closed with a FIN (packet {first}); the client answered with its own FIN "
+        f"The server closed with a FIN (packet {first}); the client sent its own FIN "
         f"{tcpstory.duration_text(at[second] - at[first])} later (packet {second})."
     )
 
@@ -430,3 +431,63 @@ async def test_one_streams_health_from_its_own_pass_is_its_row_of_the_table() ->
     path = sample_capture("retransmit-fast009.pcap")
     (row,) = (await tcphealth.tcp_health(path)).conversations
     assert await tcpstream.stream_conversation(path, 0) == row
+
+
+def tcp_capture(path: Path, packets: list[tuple[str, int, int, int, float]]) -> None:
+    """Write a pcap of one TCP connection: (sender "c" or "s", flags, seq, ack, seconds) per packet."""
+    client, server = bytes([10, 9, 0, 1]), bytes([10, 9, 0, 2])
+    records = []
+    for sender, flags, seq, ack, seconds in packets:
+        source, destination, ports = (
+            (client, server, (50000, 80)) if sender == "c" else (server, client, (80, 50000))
+        )
+        tcp = struct.pack("!HHIIBBHHH", *ports, seq, ack, 5 << 4, flags, 65535, 0, 0)
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0, source, destination)
+        frame = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01\x08\x00" + ip + tcp
+        whole, micros = divmod(round((1_700_000_000 + seconds) * 1_000_000), 1_000_000)
+        records.append(struct.pack("<IIII", whole, micros, len(frame), len(frame)) + frame)
+    path.write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(records))
+
+
+SYN, SYN_ACK, ACK, FIN_ACK, RST = 0x02, 0x12, 0x10, 0x11, 0x04
+
+
+async def test_the_ending_is_told_in_the_order_it_happened(tmp_path: Path) -> None:
+    path = tmp_path / "reset-then-fin.pcap"
+    tcp_capture(
+        path,
+        [
+            ("c", SYN, 100, 0, 0.0),
+            ("s", SYN_ACK, 900, 101, 0.010),
+            ("c", ACK, 101, 901, 0.020),
+            ("c", RST, 101, 0, 0.500),
+            ("s", FIN_ACK, 901, 101, 0.502),
+        ],
+    )
+    conversation = (await tcphealth.tcp_health(path)).conversations[0]
+    assert (conversation.ending.state, conversation.ending.reset_by) == ("reset", "client")
+    at = times(path)
+    assert sentence(await tcpstory.tcp_story(path, 0), "ending").text == (
+        f"The client reset the connection at {tcpstory.time_text(at[4])} (packet 4); the server sent a FIN "
+        f"{tcpstory.duration_text(at[5] - at[4])} later (packet 5)."
+    )
+
+
+async def test_a_half_closed_conversation(tmp_path: Path) -> None:
+    path = tmp_path / "half.pcap"
+    tcp_capture(
+        path,
+        [
+            ("c", SYN, 100, 0, 0.0),
+            ("s", SYN_ACK, 900, 101, 0.010),
+            ("c", ACK, 101, 901, 0.020),
+            ("c", FIN_ACK, 101, 901, 1.0),
+            ("s", ACK, 901, 102, 1.01),
+        ],
+    )
+    conversation = (await tcphealth.tcp_health(path)).conversations[0]
+    assert (conversation.ending.state, conversation.ending.closed_by) == ("half-closed", "client")
+    assert conversation.handshake.complete and conversation.client_known
+    assert sentence(await tcpstory.tcp_story(path, 0), "ending").text == (
+        "The client closed with a FIN (packet 4); the server had not closed its side when the capture ended."
+    )

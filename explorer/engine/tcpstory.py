@@ -413,42 +413,33 @@ class Teller:
         e = c.ending
         if e.state in ("refused", "unanswered"):
             return
-        fins = sorted(
-            (time, frame, side)
-            for side, frame, time in (
-                ("client", e.client_fin_frame, e.client_fin_time),
-                ("server", e.server_fin_frame, e.server_fin_time),
-            )
-            if frame is not None and time is not None
-        )
-        rsts = sorted(
-            (time, frame, side)
-            for side, frame, time in (
-                ("client", e.client_rst_frame, e.client_rst_time),
-                ("server", e.server_rst_frame, e.server_rst_time),
-            )
-            if frame is not None and time is not None
-        )
+        # The first FIN of each side and the first reset, told in the order they happened.
+        seen: list[tuple[float, int, str, str]] = []
+        for side, frame, time, what in (
+            ("client", e.client_fin_frame, e.client_fin_time, "fin"),
+            ("server", e.server_fin_frame, e.server_fin_time, "fin"),
+            ("client", e.client_rst_frame, e.client_rst_time, "rst"),
+            ("server", e.server_rst_frame, e.server_rst_time, "rst"),
+        ):
+            if frame is not None and time is not None and (what == "fin" or side == e.reset_by):
+                seen.append((time, frame, side, what))
         parts: list[str] = []
         frames: list[int] = []
         previous: float | None = None
-        for time, frame, side in fins[:2]:
+        fin_told = False
+        for time, frame, side, what in sorted(seen):
             if previous is None:
-                parts.append(f"The {side} closed with a FIN (packet {frame})")
-            else:
-                parts.append(
-                    f"the {side} answered with its own FIN {_since(previous, time)} later (packet {frame})"
-                )
-            previous = time
-            frames.append(frame)
-        if rsts:
-            time, frame, side = rsts[0]
-            if previous is None:
-                parts.append(f"The {side} reset the connection at {time_text(time)} (packet {frame})")
+                first = "closed with a FIN" if what == "fin" else f"reset the connection at {time_text(time)}"
+                parts.append(f"The {side} {first} (packet {frame})")
+            elif what == "fin":
+                own = "its own FIN" if fin_told else "a FIN"
+                parts.append(f"the {side} sent {own} {_since(previous, time)} later (packet {frame})")
             else:
                 parts.append(
                     f"the {side} reset the connection {_since(previous, time)} later (packet {frame})"
                 )
+            fin_told |= what == "fin"
+            previous = time
             frames.append(frame)
         if e.state == "half-closed":
             other = "server" if e.closed_by == "client" else "client"
