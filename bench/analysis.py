@@ -224,6 +224,10 @@ def ratio(engine: float, raw: float) -> str:
     return f"{engine / raw:.2f}×" if raw else "—"
 
 
+def _load(values: list[float] | None) -> str:
+    return ", ".join(f"{v:.1f}" for v in values) if values else "not recorded"
+
+
 def markdown(results: dict[str, Any]) -> str:
     capture, machine, r = results["capture"], results["machine"], results["analysis"]
     health, graph, voip = r["health"], r["graph"], r["voip"]
@@ -236,6 +240,10 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"{results['date']} · {capture['packets']:,} packets · {capture['file_size'] / 1e6:.0f} MB · "
         f"{machine['cpu_count']} CPUs · {machine['tshark_version']}",
+        "",
+        "The machine's load average (1, 5, 15 min) before and after: "
+        f"{_load(results.get('load_before'))} and {_load(results.get('load_after'))}; on a machine shared "
+        "with other work, compare the ratios of one run rather than its absolute times.",
         "",
         "| analysis | explorer engine | raw tshark, same fields | ratio |",
         "|---|---|---|---|",
@@ -295,11 +303,13 @@ def main(argv: list[str]) -> int:
             "machine": machine_info(),
             "capture": dataclasses.asdict(capture),
         }
+        results["load_before"] = os.getloadavg()
         results["analysis"] = asyncio.run(measure(capture.path))
         long_stream = long_stream_capture(
             args.data_dir / f"long-stream-{args.long_stream}.pcap", args.long_stream
         )
         results["long_stream"] = asyncio.run(measure_long_stream(long_stream))
+        results["load_after"] = os.getloadavg()
     except BenchError as error:
         say(f"error: {error}")
         return 1
