@@ -61,6 +61,8 @@ FLOW_COLUMNS = [
     "11",
     "tcp.srcport:-1",
     "tcp.dstport:-1",
+    "udp.srcport:-1",
+    "udp.dstport:-1",
     "tcp.flags:-1",
     "tcp.seq:-1",
     "tcp.ack:-1",

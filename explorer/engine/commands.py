@@ -114,3 +114,41 @@ def tshark_summary(path: Path) -> list[str]:
         "-z",
         "hosts",
     ]
+
+
+# Joins the occurrences of a field that a frame holds several times (SACK blocks, tunnelled
+# headers): a control character, which no value tshark prints for a field holds.
+FIELD_AGGREGATOR = "\x1f"
+
+
+def _within_memory_limit(command: list[str]) -> list[str]:
+    """Return the command under ENGINE_MEMORY_MB of address space, as sharkd runs."""
+    if settings.ENGINE_MEMORY_MB > 0:
+        return ["prlimit", f"--as={settings.ENGINE_MEMORY_MB * 1024 * 1024}", "--", *command]
+    return command
+
+
+def tshark_fields(
+    path: Path,
+    fields: list[str],
+    display_filter: str,
+    preferences: list[str] | None = None,
+    statistics: list[str] | None = None,
+) -> list[str]:
+    """Return the command that prints fields of every frame a display filter shows, in two passes.
+
+    One line per frame, the fields separated by tabs and each field's occurrences by
+    FIELD_AGGREGATOR; `preferences` are "name:value" settings such as "rtp.heuristic_rtp:TRUE",
+    and `statistics` are -z statistics (of every frame) printed after the frames' lines.
+    """
+    options: list[str] = []
+    for preference in preferences or []:
+        options += ["-o", preference]
+    for statistic in statistics or []:
+        options += ["-z", statistic]
+    command = [_binary("tshark"), "-2", "-n", *tls_options(path), *options, "-r", str(path)]
+    command += ["-Y", display_filter, "-T", "fields", "-E", "separator=/t", "-E", "occurrence=a"]
+    command += ["-E", f"aggregator={FIELD_AGGREGATOR}", "-E", "quote=n"]
+    for field in fields:
+        command += ["-e", field]
+    return _within_memory_limit(command)
